@@ -1,0 +1,12 @@
+//! den: rootless, daemonless developer containers.
+//!
+//! The rooms: `config` reads den.yaml, `image` owns the store and turns
+//! image sources into unpacked layers, `userns` builds and runs the
+//! container, `commands` holds one file per subcommand, `cli` parses
+//! arguments and dispatches.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod image;
+pub mod userns;

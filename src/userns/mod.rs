@@ -1,0 +1,1 @@
+//! Namespaces, id maps, mounts and pid 1.
