@@ -1,0 +1,113 @@
+//! The socket between the supervisor and init.
+//!
+//! Init reports a setup failure as text, or hands over the master side of
+//! the container's terminal. The socket is also init's lifeline: when den
+//! dies, init sees the hang-up.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
+};
+
+const TAG_ERROR: u8 = b'E';
+const TAG_TERMINAL: u8 = b'T';
+/// Longer setup errors are cut; they are one line of context in practice.
+const MAX_MESSAGE: usize = 8192;
+
+/// One end of the channel.
+pub struct Channel(OwnedFd);
+
+/// What init said.
+pub enum Message {
+    /// Setup failed; init exits with `EXIT_DEN_FAILED`.
+    Failed(String),
+    /// The master side of the command's terminal.
+    Terminal(OwnedFd),
+    /// Init went away without a word.
+    Closed,
+}
+
+/// A connected pair: (supervisor end, init end). Both close on exec.
+pub fn pair() -> std::io::Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((Channel(a), Channel(b)))
+}
+
+impl Channel {
+    pub fn send_failure(&self, text: &str) {
+        let mut bytes = vec![TAG_ERROR];
+        bytes.extend_from_slice(&text.as_bytes()[..text.len().min(MAX_MESSAGE - 1)]);
+        // Nothing more can be done if the supervisor is gone.
+        let _ = sendmsg(
+            &self.0,
+            &[IoSlice::new(&bytes)],
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::empty(),
+        );
+    }
+
+    pub fn send_terminal(&self, master: BorrowedFd<'_>) -> std::io::Result<()> {
+        let fds = [master];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        sendmsg(
+            &self.0,
+            &[IoSlice::new(&[TAG_TERMINAL])],
+            &mut control,
+            SendFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// Waits for init's message (blocking), or reads one already sent
+    /// when `wait` is false.
+    pub fn receive(&self, wait: bool) -> std::io::Result<Message> {
+        let mut bytes = vec![0u8; MAX_MESSAGE];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let flags = if wait {
+            RecvFlags::CMSG_CLOEXEC
+        } else {
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
+        };
+        let received = match recvmsg(
+            &self.0,
+            &mut [IoSliceMut::new(&mut bytes)],
+            &mut control,
+            flags,
+        ) {
+            Ok(received) => received,
+            Err(rustix::io::Errno::AGAIN) => return Ok(Message::Closed),
+            Err(err) => return Err(err.into()),
+        };
+        let mut fd = None;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+                fd = fds.next();
+            }
+        }
+        Ok(match (bytes[..received.bytes].first(), fd) {
+            (Some(&TAG_TERMINAL), Some(fd)) => Message::Terminal(fd),
+            (Some(&TAG_ERROR), _) => {
+                Message::Failed(String::from_utf8_lossy(&bytes[1..received.bytes]).into_owned())
+            }
+            _ => Message::Closed,
+        })
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}

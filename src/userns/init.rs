@@ -1,0 +1,146 @@
+//! pid 1 of the container: maps ids, builds the root filesystem, starts
+//! the command, then reaps and forwards signals until the command ends.
+
+use anyhow::{Context, Result};
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{
+    Pid, Signal, WaitOptions, WaitStatus, kill_process, kill_process_group, wait,
+};
+
+use super::channel::Channel;
+use super::sys::{SignalSet, bring_loopback_up, read_signal};
+use super::{EXIT_DEN_FAILED, HostIds, Launch, process, rootfs, tty};
+use crate::config::{Network, User};
+
+/// Signals den passes on to the command: the ones a user or a CI runner
+/// sends to stop, reload or resize a foreground job.
+pub(super) const FORWARDED_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// The signals the supervisor and init block and read from a signalfd.
+pub(super) fn handled_signals() -> SignalSet {
+    let mut signals = FORWARDED_SIGNALS.to_vec();
+    signals.push(libc::SIGCHLD);
+    SignalSet::of(&signals)
+}
+
+/// Init's entry point, right after clone. Never returns.
+pub(super) fn main(launch: &Launch<'_>, channel: Channel) -> ! {
+    let code = match set_up_and_run(launch, &channel) {
+        Ok(code) => code,
+        Err(err) => {
+            channel.send_failure(&format!("{err:#}"));
+            EXIT_DEN_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn set_up_and_run(launch: &Launch<'_>, channel: &Channel) -> Result<i32> {
+    // Die with den. If den died before this line, the channel's hang-up
+    // below catches it.
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .context("setting the parent-death signal")?;
+    let spec = launch.spec;
+    map_ids(launch.host, spec.user)?;
+    let signals = handled_signals()
+        .signalfd()
+        .context("creating a signalfd")?;
+    rootfs::build(spec)?;
+    if spec.network == Network::None {
+        bring_loopback_up().context("bringing up the loopback interface")?;
+    }
+    rustix::system::sethostname(spec.hostname.as_bytes()).context("setting the hostname")?;
+    let terminal = match spec.tty {
+        true => Some(tty::open_in_container(launch.winsize)?),
+        false => None,
+    };
+    let command = process::spawn(spec, terminal.as_ref().map(|t| t.slave.as_c_str()))?;
+    if let Some(terminal) = terminal {
+        channel
+            .send_terminal(rustix::fd::AsFd::as_fd(&terminal.master))
+            .context("handing the terminal to den")?;
+    }
+    supervise_command(command, &signals, channel)
+}
+
+/// Maps the invoking host user (and group) to the container user. An
+/// unprivileged process may map exactly its own ids, and only after
+/// giving up setgroups; no helper or /etc/subuid is involved.
+fn map_ids(host: HostIds, user: User) -> Result<()> {
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/self/{file}"), text)
+            .with_context(|| format!("writing /proc/self/{file}"))
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{} {} 1", user.uid, host.uid))?;
+    write("gid_map", format!("{} {} 1", user.gid, host.gid))
+}
+
+/// Waits for the command, reaping every orphan that lands on pid 1 and
+/// passing signals on, and returns the command's exit status.
+fn supervise_command(
+    command: Pid,
+    signals: &impl rustix::fd::AsFd,
+    channel: &Channel,
+) -> Result<i32> {
+    loop {
+        let mut fds = [
+            PollFd::new(signals, PollFlags::IN),
+            // den never writes to init, so any readiness means it is gone.
+            PollFd::new(channel, PollFlags::IN | PollFlags::RDHUP),
+        ];
+        match poll(&mut fds, None) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => result.context("waiting for signals")?,
+        };
+        if !fds[1].revents().is_empty() {
+            return Ok(EXIT_DEN_FAILED);
+        }
+        while let Some(signal) = read_signal(signals).context("reading a signal")? {
+            if signal != libc::SIGCHLD {
+                forward(command, signal);
+            } else if let Some(status) = reap(command)? {
+                return Ok(exit_code(status));
+            }
+        }
+    }
+}
+
+/// Sends a signal to the command's process group (as a terminal would),
+/// or to the command alone if its group is gone.
+fn forward(command: Pid, signal: libc::c_int) {
+    // SAFETY: the number came from the kernel via signalfd.
+    let signal = unsafe { Signal::from_raw_unchecked(signal) };
+    if kill_process_group(command, signal).is_err() {
+        let _ = kill_process(command, signal);
+    }
+}
+
+/// Reaps every exited child; returns the command's status once it ended.
+fn reap(command: Pid) -> Result<Option<WaitStatus>> {
+    loop {
+        match wait(WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) if pid == command => return Ok(Some(status)),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(rustix::io::Errno::CHILD) => return Ok(None),
+            Err(err) => return Err(err).context("reaping children"),
+        }
+    }
+}
+
+/// The shell's convention: the exit code, or 128+N for death by signal N.
+pub(super) fn exit_code(status: WaitStatus) -> i32 {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => EXIT_DEN_FAILED,
+    }
+}

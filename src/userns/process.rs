@@ -1,0 +1,156 @@
+//! The command's process: forked by init, given a session (and the
+//! terminal, if any), a clean environment, and exec'd.
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rustix::process::Pid;
+
+use super::Spec;
+use super::sys::{Forked, SignalSet, fork, reset_signal_disposition};
+use crate::config::User;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Exit statuses of a shell for a command it cannot run.
+const EXIT_NOT_EXECUTABLE: i32 = 126;
+const EXIT_NOT_FOUND: i32 = 127;
+
+/// Starts the command; returns its pid (in the container's namespace).
+pub(super) fn spawn(spec: &Spec, terminal: Option<&CStr>) -> Result<Pid> {
+    let env = environment(spec);
+    let argv = to_cstrings(&spec.argv).context("the command line contains a NUL byte")?;
+    let envp = to_cstrings(&env).context("the environment contains a NUL byte")?;
+    let path = env
+        .iter()
+        .find_map(|entry| entry.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    if !Path::new(&spec.cwd).is_dir() {
+        fs::create_dir_all(&spec.cwd)
+            .with_context(|| format!("creating the working directory {}", spec.cwd))?;
+    }
+    match fork().context("forking the command")? {
+        Forked::Parent(pid) => Pid::from_raw(pid).context("fork returned pid 0"),
+        Forked::Child => {
+            let (code, message) = exec(spec, terminal, &argv, &envp, &path);
+            eprintln!("den: {message}");
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Prepares the process and execs; returns only on failure, with the
+/// exit status and message.
+fn exec(
+    spec: &Spec,
+    terminal: Option<&CStr>,
+    argv: &[CString],
+    envp: &[CString],
+    path: &str,
+) -> (i32, String) {
+    if let Err(err) = prepare(spec, terminal) {
+        return (super::EXIT_DEN_FAILED, format!("{err:#}"));
+    }
+    let program = &spec.argv[0];
+    let candidates: Vec<String> = if program.contains('/') {
+        vec![program.clone()]
+    } else {
+        path.split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| format!("{dir}/{program}"))
+            .collect()
+    };
+    let mut denied = None;
+    for candidate in candidates {
+        let Ok(candidate) = CString::new(candidate) else {
+            continue;
+        };
+        let err = execve(&candidate, argv, envp);
+        if err.raw_os_error() != Some(libc::ENOENT) && err.raw_os_error() != Some(libc::ENOTDIR) {
+            denied = Some(err);
+        }
+    }
+    match denied {
+        Some(err) => (
+            EXIT_NOT_EXECUTABLE,
+            format!("{program}: cannot execute: {err}"),
+        ),
+        None if program.contains('/') => (EXIT_NOT_FOUND, format!("{program}: no such file")),
+        None => (
+            EXIT_NOT_FOUND,
+            format!("{program}: command not found in PATH {path}"),
+        ),
+    }
+}
+
+fn prepare(spec: &Spec, terminal: Option<&CStr>) -> Result<()> {
+    SignalSet::of(&[])
+        .set_as_mask()
+        .context("unblocking signals")?;
+    reset_signal_disposition(libc::SIGPIPE);
+    // A session of its own: without a terminal, the command cannot push
+    // input into den's terminal (TIOCSTI); with one, it gets job control.
+    rustix::process::setsid().context("starting a session")?;
+    if let Some(slave) = terminal {
+        let fd = rustix::fs::open(slave, rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty())
+            .context("opening the terminal")?;
+        rustix::process::ioctl_tiocsctty(&fd).context("taking the terminal")?;
+        rustix::stdio::dup2_stdin(&fd).context("attaching the terminal")?;
+        rustix::stdio::dup2_stdout(&fd).context("attaching the terminal")?;
+        rustix::stdio::dup2_stderr(&fd).context("attaching the terminal")?;
+    }
+    rustix::thread::set_no_new_privs(true).context("setting no_new_privs")?;
+    std::env::set_current_dir(&spec.cwd).with_context(|| format!("entering {}", spec.cwd))
+}
+
+fn execve(program: &CStr, argv: &[CString], envp: &[CString]) -> std::io::Error {
+    let mut argv: Vec<*const libc::c_char> = argv.iter().map(|arg| arg.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envp.iter().map(|var| var.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: both arrays are NUL-terminated and their strings outlive the call.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    std::io::Error::last_os_error()
+}
+
+fn to_cstrings(items: &[String]) -> Result<Vec<CString>, std::ffi::NulError> {
+    items
+        .iter()
+        .map(|item| CString::new(item.as_bytes()))
+        .collect()
+}
+
+/// The spec's environment, plus PATH and HOME when it sets neither.
+/// HOME comes from the container's own /etc/passwd, as login would do.
+fn environment(spec: &Spec) -> Vec<String> {
+    let mut env = spec.env.clone();
+    let has = |env: &[String], name: &str| {
+        env.iter()
+            .any(|entry| entry.split('=').next() == Some(name))
+    };
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", home_of(spec.user)));
+    }
+    env
+}
+
+fn home_of(user: User) -> String {
+    let passwd = fs::read("/etc/passwd").unwrap_or_default();
+    passwd
+        .split(|&byte| byte == b'\n')
+        .map(|line| line.split(|&byte| byte == b':').collect::<Vec<_>>())
+        .find(|fields| fields.len() >= 6 && fields[2] == user.uid.to_string().as_bytes())
+        .map(|fields| {
+            std::ffi::OsStr::from_bytes(fields[5])
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|home| !home.is_empty())
+        .unwrap_or_else(|| "/".to_string())
+}

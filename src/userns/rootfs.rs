@@ -1,0 +1,384 @@
+//! The container's root filesystem, built inside its mount namespace.
+//!
+//! Host parts (a fresh /proc and /sys, the project, device nodes) are
+//! taken as detached mounts *before* `pivot_root`, while host paths still
+//! resolve, and attached *after* it, so every target path resolves inside
+//! the container: a symlink in the image can never redirect a mount or a
+//! write onto the host.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rustix::fs::CWD;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
+    OpenTreeFlags, UnmountFlags, fsconfig_create, fsmount, fsopen, mount, mount_bind, mount_change,
+    mount_remount, move_mount, open_tree, unmount,
+};
+
+use super::Spec;
+use super::sys::make_tree_read_only;
+use crate::config::Network;
+
+/// Device nodes bound from the host: the set every program expects.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc files that leak host details, hidden behind /dev/null (as
+/// Podman and Docker do).
+const MASKED_PROC_FILES: [&str; 6] = [
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+];
+const MASKED_PROC_DIRS: [&str; 2] = ["acpi", "scsi"];
+const READ_ONLY_PROC: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+const MASKED_SYS_DIRS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
+
+/// Parts of the host taken before `pivot_root`.
+struct HostParts {
+    proc: OwnedFd,
+    sys: OwnedFd,
+    work: Option<OwnedFd>,
+    devices: Vec<(&'static str, OwnedFd)>,
+    resolv_conf: Vec<u8>,
+    hosts: Vec<u8>,
+}
+
+/// Builds the root filesystem and makes it the process's root.
+pub(super) fn build(spec: &Spec) -> Result<()> {
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .context("making the mount tree private")?;
+    let host = take_host_parts(spec)?;
+    let new_root = mount_overlay(spec)?;
+    enter(&new_root)?;
+    populate(spec, host)
+}
+
+fn take_host_parts(spec: &Spec) -> Result<HostParts> {
+    let flags = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    // A fresh procfs must be created while a full host /proc is still
+    // visible: the kernel refuses one that would reveal more than that.
+    let proc = fresh_mount("proc", flags).context("mounting /proc for the new pid namespace")?;
+    let sys = match spec.network {
+        // sysfs shows network devices, so a fresh one needs its own netns.
+        Network::None => fresh_mount("sysfs", flags | MountAttrFlags::MOUNT_ATTR_RDONLY),
+        Network::Host => {
+            take_tree("/sys").and_then(|tree| make_tree_read_only(&tree).map(|()| tree))
+        }
+    }
+    .context("mounting /sys")?;
+    let work = match &spec.work {
+        Some(dir) => Some(
+            take_tree(dir)
+                .with_context(|| format!("binding the project directory {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let devices = DEVICES
+        .iter()
+        .map(|name| {
+            Ok((
+                *name,
+                take_node(&format!("/dev/{name}"))
+                    .with_context(|| format!("binding /dev/{name}"))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(HostParts {
+        proc,
+        sys,
+        work,
+        devices,
+        resolv_conf: fs::read("/etc/resolv.conf").unwrap_or_default(),
+        hosts: fs::read("/etc/hosts").unwrap_or_default(),
+    })
+}
+
+fn fresh_mount(fstype: &str, attrs: MountAttrFlags) -> io::Result<OwnedFd> {
+    let context = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_create(&context)?;
+    Ok(fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?)
+}
+
+/// A detached recursive copy of a host mount tree.
+fn take_tree(path: impl AsRef<Path>) -> io::Result<OwnedFd> {
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_RECURSIVE;
+    Ok(open_tree(CWD, path.as_ref(), flags)?)
+}
+
+fn take_node(path: &str) -> io::Result<OwnedFd> {
+    Ok(open_tree(
+        CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?)
+}
+
+/// Mounts a private tmpfs over the scratch directory and the overlay of
+/// the image's layers on it; returns the overlay's mount point.
+fn mount_overlay(spec: &Spec) -> Result<PathBuf> {
+    let scratch = &spec.scratch;
+    mount(
+        "tmpfs",
+        scratch,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=0755",
+    )
+    .with_context(|| format!("mounting a tmpfs on {}", scratch.display()))?;
+    for dir in ["upper", "work", "root", "empty"] {
+        fs::create_dir(scratch.join(dir))
+            .with_context(|| format!("creating {dir} in the scratch tmpfs"))?;
+    }
+    let lower = lower_dirs(spec, &scratch.join("empty"))?;
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        option_path(&scratch.join("upper"))?,
+        option_path(&scratch.join("work"))?
+    );
+    let root = scratch.join("root");
+    let options = CString::new(options).context("layer paths contain a NUL byte")?;
+    mount(
+        "overlay",
+        &root,
+        "overlay",
+        MountFlags::empty(),
+        options.as_c_str(),
+    )
+    .context("mounting the overlay root filesystem")?;
+    Ok(root)
+}
+
+/// The overlay `lowerdir` value: top layer first. The mount options must
+/// fit in one page, so when the layers share a directory (the store's),
+/// den changes into it and names them relatively.
+fn lower_dirs(spec: &Spec, empty: &Path) -> Result<String> {
+    if spec.layers.is_empty() {
+        return option_path(empty);
+    }
+    let parent = common_parent(&spec.layers);
+    if let Some(parent) = &parent {
+        std::env::set_current_dir(parent)
+            .with_context(|| format!("entering {}", parent.display()))?;
+    }
+    let names = spec.layers.iter().rev().map(|layer| match &parent {
+        Some(parent) => option_path(layer.strip_prefix(parent).unwrap_or(layer)),
+        None => option_path(layer),
+    });
+    let lower = names.collect::<Result<Vec<_>>>()?.join(":");
+    if lower.len() > 3500 {
+        bail!(
+            "the image has too many layers ({}) for one overlay mount",
+            spec.layers.len()
+        );
+    }
+    Ok(lower)
+}
+
+fn common_parent(layers: &[PathBuf]) -> Option<PathBuf> {
+    let first = layers.first()?.parent()?.parent()?;
+    layers
+        .iter()
+        .all(|layer| layer.starts_with(first))
+        .then(|| first.to_path_buf())
+}
+
+/// A path as an overlay option value; the separators cannot be escaped
+/// portably, so paths holding them are refused with a clear message.
+fn option_path(path: &Path) -> Result<String> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
+    if text.contains([',', ':', '\\']) {
+        bail!(
+            "{text}: overlayfs cannot use a path containing `,`, `:` or `\\`; set DEN_DATA_DIR to another place"
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// pivot_root into `new_root` and let go of the host's tree.
+fn enter(new_root: &Path) -> Result<()> {
+    std::env::set_current_dir(new_root).context("entering the new root")?;
+    rustix::process::pivot_root(".", ".").context("pivot_root into the container")?;
+    unmount(".", UnmountFlags::DETACH).context("detaching the host's root")?;
+    std::env::set_current_dir("/").context("entering /")?;
+    Ok(())
+}
+
+fn populate(spec: &Spec, host: HostParts) -> Result<()> {
+    mount_dev(host.devices)?;
+    attach(host.proc, "/proc")?;
+    restrict_proc()?;
+    attach(host.sys, "/sys")?;
+    for dir in MASKED_SYS_DIRS {
+        mask_dir(&Path::new("/sys").join(dir))?;
+    }
+    mount_tmpfs("/tmp", "mode=1777", MountFlags::NOSUID | MountFlags::NODEV)?;
+    if let Some(work) = host.work {
+        attach(work, "/work")?;
+    }
+    write_etc(spec, &host.resolv_conf, &host.hosts)
+}
+
+/// Attaches a detached mount at `target`, creating the mount point.
+fn attach(tree: OwnedFd, target: &str) -> Result<()> {
+    ensure_dir(target)?;
+    move_mount(
+        &tree,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .with_context(|| format!("mounting {target}"))
+}
+
+fn ensure_dir(path: &str) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .with_context(|| format!("creating {path}"))
+}
+
+fn mount_tmpfs(target: &str, options: &str, flags: MountFlags) -> Result<()> {
+    ensure_dir(target)?;
+    let options = CString::new(options).expect("static options");
+    mount("tmpfs", target, "tmpfs", flags, options.as_c_str())
+        .with_context(|| format!("mounting a tmpfs on {target}"))
+}
+
+/// A minimal /dev: host device nodes bound onto empty files, a private
+/// devpts instance, shm, and the usual symlinks.
+fn mount_dev(devices: Vec<(&'static str, OwnedFd)>) -> Result<()> {
+    mount_tmpfs(
+        "/dev",
+        "mode=0755,size=1m",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+    )?;
+    for (name, node) in devices {
+        let path = format!("/dev/{name}");
+        fs::File::create(&path).with_context(|| format!("creating {path}"))?;
+        move_mount(
+            &node,
+            "",
+            CWD,
+            path.as_str(),
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .with_context(|| format!("mounting {path}"))?;
+    }
+    ensure_dir("/dev/pts")?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        c"newinstance,ptmxmode=0666,mode=0620",
+    )
+    .context("mounting /dev/pts")?;
+    mount_tmpfs(
+        "/dev/shm",
+        "mode=1777",
+        MountFlags::NOSUID | MountFlags::NODEV,
+    )?;
+    let links = [
+        ("pts/ptmx", "/dev/ptmx"),
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ];
+    for (target, link) in links {
+        std::os::unix::fs::symlink(target, link).with_context(|| format!("creating {link}"))?;
+    }
+    Ok(())
+}
+
+fn restrict_proc() -> Result<()> {
+    for file in MASKED_PROC_FILES {
+        let path = format!("/proc/{file}");
+        if Path::new(&path).is_file() {
+            mount_bind("/dev/null", path.as_str()).with_context(|| format!("masking {path}"))?;
+        }
+    }
+    for dir in MASKED_PROC_DIRS {
+        mask_dir(&Path::new("/proc").join(dir))?;
+    }
+    for entry in READ_ONLY_PROC {
+        let path = format!("/proc/{entry}");
+        if Path::new(&path).exists() {
+            mount_bind(path.as_str(), path.as_str()).with_context(|| format!("binding {path}"))?;
+            // The flags /proc was mounted with are locked and must be kept.
+            let flags = MountFlags::BIND
+                | MountFlags::RDONLY
+                | MountFlags::NOSUID
+                | MountFlags::NODEV
+                | MountFlags::NOEXEC;
+            mount_remount(path.as_str(), flags, "")
+                .with_context(|| format!("making {path} read-only"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hides a directory behind an empty read-only tmpfs, if it exists.
+fn mask_dir(path: &Path) -> Result<()> {
+    if !path.is_dir() {
+        return Ok(());
+    }
+    mount(
+        "tmpfs",
+        path,
+        "tmpfs",
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        c"size=0",
+    )
+    .with_context(|| format!("masking {}", path.display()))
+}
+
+/// /etc/resolv.conf, /etc/hosts and /etc/hostname for this container.
+/// They land in the ephemeral upper layer; any symlink the image had
+/// there is replaced, never followed.
+fn write_etc(spec: &Spec, resolv_conf: &[u8], host_hosts: &[u8]) -> Result<()> {
+    ensure_dir("/etc")?;
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        spec.hostname
+    )
+    .into_bytes();
+    if spec.network == Network::Host {
+        hosts.extend_from_slice(host_hosts);
+    }
+    replace_file("/etc/hosts", &hosts)?;
+    replace_file("/etc/resolv.conf", resolv_conf)?;
+    replace_file("/etc/hostname", format!("{}\n", spec.hostname).as_bytes())
+}
+
+fn replace_file(path: &str, contents: &[u8]) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            return Err(err).with_context(|| format!("replacing {path}"));
+        }
+        _ => {}
+    }
+    fs::write(path, contents).with_context(|| format!("writing {path}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("writing {path}"))
+}
