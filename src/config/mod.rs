@@ -1,17 +1,66 @@
 //! den.yaml: finding it, parsing it, and checking it.
 //!
-//! `load()` is the one entry point. Everything it returns has been
-//! validated: every command names an existing container and every image
-//! source parses, so later stages never need to re-check.
+//! `load()` is the entry point; `find()` and `parse()` are its two halves,
+//! public for callers that already have a path or the text. A `Config`
+//! has been validated: every command names an existing container and every
+//! image source parses, so later stages never need to re-check.
 
+mod error;
+mod schema;
+mod suggest;
+#[cfg(test)]
+mod tests;
+mod yaml;
+
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
+pub use self::error::ConfigError;
 use crate::image::Source;
 
 /// The file name den looks for, walking up from the current directory.
 pub const FILE_NAME: &str = "den.yaml";
+
+/// Finds den.yaml in `start` or the nearest parent directory, then reads
+/// and checks it. Reads nothing but den.yaml: this runs on every `den run`.
+pub fn load(start: &Path) -> Result<Project, ConfigError> {
+    let file = find(start).ok_or_else(|| ConfigError::NotFound {
+        start: start.to_path_buf(),
+    })?;
+    let bytes = fs::read(&file).map_err(|err| ConfigError::Io {
+        path: file.clone(),
+        err,
+    })?;
+    let text = yaml::utf8(&bytes).map_err(|issue| issue.into_error(&file))?;
+    let config = parse(text, &file)?;
+    let root = file
+        .parent()
+        .expect("a found den.yaml has a directory")
+        .to_path_buf();
+    Ok(Project { root, file, config })
+}
+
+/// The den.yaml in `start` or its nearest ancestor. Symbolic links in
+/// `start` are resolved first, so the result's directory is canonical.
+pub fn find(start: &Path) -> Option<PathBuf> {
+    let start = start.canonicalize().ok()?;
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|file| file.is_file())
+}
+
+/// Checks den.yaml's `text`; `file` is where it came from, for messages
+/// and as the base of relative image paths.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let base = file.parent().unwrap_or(Path::new(""));
+    // Dropped before parsing, so span byte offsets index the text we keep.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let root = yaml::parse(text).map_err(|issue| issue.into_error(file))?;
+    schema::config(root.as_ref(), text, base).map_err(|issue| issue.into_error(file))
+}
 
 /// A loaded project: where its den.yaml is and what it says.
 #[derive(Debug, Clone)]

@@ -1,0 +1,511 @@
+//! den.yaml loading: valid files, and the exact text and place of each error.
+
+use std::fs;
+
+use super::*;
+
+const FILE: &str = "/p/den.yaml";
+
+fn ok(text: &str) -> Config {
+    parse(text, Path::new(FILE)).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// The error's text, without the file name every message starts with.
+fn err(text: &str) -> String {
+    let err = parse(text, Path::new(FILE))
+        .expect_err("should be rejected")
+        .to_string();
+    err.strip_prefix(&format!("{FILE}:"))
+        .unwrap_or_else(|| panic!("no file: {err}"))
+        .to_string()
+}
+
+fn pairs(map: &IndexMap<String, String>) -> Vec<(&str, &str)> {
+    map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// One container `dev` plus the given commands section.
+fn with_commands(commands: &str) -> String {
+    format!("containers:\n  dev:\n    from: oci:img\ncommands:\n{commands}")
+}
+
+#[test]
+fn full_file() {
+    let config = ok(r#"
+version: 1
+containers:
+  dev:
+    from: oci:images/dev:v2
+    environ:
+      DEBUG: 1
+      NAME: den
+    workdir: /src
+    user: "1000:100"
+  ci:
+    from: oci-archive:/abs/ci.tar
+commands:
+  build:
+    container: dev
+    run: [cargo, build]
+    description: Build everything
+    environ: {RUST_LOG: debug}
+    network: none
+    accepts-arguments: false
+  shell:
+    container: ci
+    run: exec bash
+"#);
+    let dev = &config.containers["dev"];
+    assert_eq!(
+        dev.from,
+        Source::OciLayout {
+            path: "/p/images/dev".into(),
+            tag: Some("v2".into())
+        }
+    );
+    assert_eq!(pairs(&dev.environ), [("DEBUG", "1"), ("NAME", "den")]);
+    assert_eq!(dev.workdir.as_deref(), Some("/src"));
+    assert_eq!(
+        dev.user,
+        User {
+            uid: 1000,
+            gid: 100
+        }
+    );
+    let ci = &config.containers["ci"];
+    assert_eq!(
+        ci.from,
+        Source::OciArchive {
+            path: "/abs/ci.tar".into(),
+            tag: None
+        }
+    );
+    assert_eq!((ci.user, ci.workdir.as_deref()), (User::default(), None));
+
+    let names: Vec<&str> = config.commands.keys().map(String::as_str).collect();
+    assert_eq!(names, ["build", "shell"], "file order");
+    let build = &config.commands["build"];
+    assert_eq!(build.container, "dev");
+    assert_eq!(build.run, Run::Argv(vec!["cargo".into(), "build".into()]));
+    assert_eq!(build.description.as_deref(), Some("Build everything"));
+    assert_eq!(build.environ["RUST_LOG"], "debug");
+    assert_eq!(
+        (build.network, build.accepts_arguments),
+        (Network::None, false)
+    );
+    let shell = &config.commands["shell"];
+    assert_eq!(shell.run, Run::Shell("exec bash".into()));
+    assert_eq!(
+        (shell.network, shell.accepts_arguments),
+        (Network::Host, true)
+    );
+    assert!(shell.description.is_none() && shell.environ.is_empty());
+}
+
+#[test]
+fn no_commands_is_valid() {
+    let config = ok("containers:\n  dev:\n    from: oci:img\n");
+    assert!(config.commands.is_empty());
+    assert!(
+        ok("containers:\n  dev: {from: oci:img}\ncommands:\n")
+            .commands
+            .is_empty()
+    );
+}
+
+#[test]
+fn run_string_or_list() {
+    let run = |value: &str| {
+        ok(&with_commands(&format!(
+            "  c:\n    container: dev\n    run: {value}\n"
+        )))
+        .commands["c"]
+            .run
+            .clone()
+    };
+    assert_eq!(run("make -j4 all"), Run::Shell("make -j4 all".into()));
+    assert_eq!(
+        run("|\n      set -e\n      make"),
+        Run::Shell("set -e\nmake\n".into())
+    );
+    assert_eq!(
+        run("[sleep, 1.50]"),
+        Run::Argv(vec!["sleep".into(), "1.50".into()])
+    );
+    assert_eq!(
+        run("\n      - ls\n      - -l"),
+        Run::Argv(vec!["ls".into(), "-l".into()])
+    );
+}
+
+#[test]
+fn user_forms() {
+    let user = |value: &str| {
+        ok(&format!(
+            "containers:\n  dev:\n    from: oci:img\n    user: {value}\n"
+        ))
+        .containers["dev"]
+            .user
+    };
+    assert_eq!(
+        user("1000"),
+        User {
+            uid: 1000,
+            gid: 1000
+        }
+    );
+    assert_eq!(
+        user("\"1000\""),
+        User {
+            uid: 1000,
+            gid: 1000
+        }
+    );
+    assert_eq!(
+        user("\"1000:100\""),
+        User {
+            uid: 1000,
+            gid: 100
+        }
+    );
+    assert_eq!(
+        user("1000:100"),
+        User {
+            uid: 1000,
+            gid: 100
+        }
+    );
+    assert_eq!(user("0"), User::default());
+}
+
+#[test]
+fn environ_values_keep_their_text() {
+    let config = ok(r#"
+containers:
+  dev:
+    from: oci:img
+    environ:
+      DEBUG: 1
+      RATIO: 1.10
+      HEX: 0x1F
+      ON: true
+      SHARED: &v 42
+      EMPTY: ""
+      AGAIN: *v
+"#);
+    let environ = pairs(&config.containers["dev"].environ);
+    assert_eq!(
+        environ,
+        [
+            ("DEBUG", "1"),
+            ("RATIO", "1.10"),
+            ("HEX", "0x1F"),
+            ("ON", "true"),
+            ("SHARED", "42"),
+            ("EMPTY", ""),
+            ("AGAIN", "42")
+        ]
+    );
+}
+
+#[test]
+fn empty_or_containerless_files() {
+    let no_containers =
+        "expected at least one container, e.g. `containers: {dev: {from: \"oci:./image\"}}`";
+    assert_eq!(err(""), format!("1:1: the file is empty; {no_containers}"));
+    assert_eq!(
+        err("# just a comment\n"),
+        format!("1:1: the file is empty; {no_containers}")
+    );
+    assert_eq!(
+        err("# intro\ncommands: {}\n"),
+        format!("2:1: no `containers` defined; {no_containers}")
+    );
+    assert_eq!(
+        err("containers: {}\n"),
+        format!("1:1: `containers` is empty; {no_containers}")
+    );
+    assert_eq!(
+        err("containers:\n"),
+        format!("1:1: `containers` is empty; {no_containers}")
+    );
+    assert_eq!(
+        err("- dev\n"),
+        "1:1: den.yaml is a list; \
+         expected a map with keys among `version`, `containers` or `commands`"
+    );
+}
+
+#[test]
+fn unknown_keys_suggest_the_right_one() {
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:img\ncomands: {}\n"),
+        "4:1: unknown key `comands` in den.yaml (did you mean `commands`?); \
+         expected one of `version`, `containers` or `commands`"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:img\n    environment: {A: b}\n"),
+        "4:5: unknown key `environment` in container `dev` (did you mean `environ`?); \
+         expected one of `from`, `environ`, `workdir` or `user`"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    image: oci:img\n"),
+        "3:5: unknown key `image` in container `dev` (did you mean `from`?); \
+         expected one of `from`, `environ`, `workdir` or `user`"
+    );
+    assert_eq!(
+        err(&with_commands("  b:\n    container: dev\n    cmd: make\n")),
+        "7:5: unknown key `cmd` in command `b` (did you mean `run`?); expected one of `container`, \
+         `run`, `description`, `environ`, `network` or `accepts-arguments`"
+    );
+    assert_eq!(
+        err(&with_commands(
+            "  b:\n    container: dev\n    run: make\n    volumes: []\n"
+        )),
+        "8:5: unknown key `volumes` in command `b`; expected one of `container`, \
+         `run`, `description`, `environ`, `network` or `accepts-arguments`"
+    );
+}
+
+#[test]
+fn unknown_container_reference() {
+    let text = "containers:\n  dev: {from: oci:a}\n  ci: {from: oci:b}\n\
+                commands:\n  b:\n    container: deb\n    run: x\n";
+    assert_eq!(
+        err(text),
+        "6:16: unknown container `deb` in command `b` (did you mean `dev`?); \
+         expected one of `dev` or `ci`"
+    );
+    assert_eq!(
+        err(&with_commands(
+            "  b:\n    container: production\n    run: x\n"
+        )),
+        "6:16: unknown container `production` in command `b`; expected `dev`"
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    assert_eq!(
+        err("containers:\n  dev:\n    workdir: /w\n"),
+        "2:3: container `dev` has no `from`; expected `from:` with an image source such as \
+         `oci:./image` or `oci-archive:./image.tar`"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n"),
+        "2:3: container `dev` has no `from`; expected `from:` with an image source such as \
+         `oci:./image` or `oci-archive:./image.tar`"
+    );
+    assert_eq!(
+        err(&with_commands("  b:\n    run: x\n")),
+        "5:3: command `b` has no `container`; expected `container:` with `dev`"
+    );
+    assert_eq!(
+        err(&with_commands("  b:\n    container: dev\n")),
+        "5:3: command `b` has no `run`; expected `run:` with a shell command or a list of arguments"
+    );
+}
+
+#[test]
+fn bad_values_are_placed_at_the_value() {
+    assert_eq!(
+        err("containers:\n  dev:\n    from: docker://x\n"),
+        "3:11: `docker://x` is not an image source; \
+         expected `oci:<dir>[:<tag>]` (an OCI image layout) \
+         or `oci-archive:<file.tar>[:<tag>]`"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    from: [oci:img]\n"),
+        "3:11: `from` in container `dev` is a list; expected an image source such as \
+         `oci:./image` or `oci-archive:./image.tar`"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:img\n    workdir: src\n"),
+        "4:14: `workdir` in container `dev` is `src`, a relative path; \
+         expected an absolute path inside the container, such as `/work`"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:img\n    environ:\n      A:\n"),
+        "5:7: `A` in `environ` in container `dev` is empty; \
+         expected a string, number or boolean (`\"\"` for an empty value)"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:img\n    environ: {\"A=B\": 1}\n"),
+        "4:15: invalid environment variable name `A=B` in `environ` in container `dev`; \
+         expected a non-empty name without `=`"
+    );
+    assert_eq!(
+        err("version: 2\n"),
+        "1:10: unsupported `version` `2`; expected `1`, the only version so far"
+    );
+}
+
+#[test]
+fn bad_user() {
+    let expected = "expected a numeric uid such as `1000`, or uid:gid such as `\"1000:100\"` \
+                    (user names are not supported)";
+    for (value, shown) in [
+        ("root", "`root`"),
+        ("-1", "`-1`"),
+        ("\"1000:x\"", "`1000:x`"),
+        ("[1]", "a list"),
+    ] {
+        assert_eq!(
+            err(&format!(
+                "containers:\n  dev:\n    from: oci:img\n    user: {value}\n"
+            )),
+            format!("4:11: `user` in container `dev` is {shown}; {expected}")
+        );
+    }
+}
+
+#[test]
+fn bad_command_values() {
+    let command = |rest: &str| {
+        err(&with_commands(&format!(
+            "  b:\n    container: dev\n    run: x\n{rest}"
+        )))
+    };
+    assert_eq!(
+        command("    network: hots\n"),
+        "8:14: unknown network `hots` in command `b` (did you mean `host`?); \
+         expected `host` (share the host's network) or `none` (loopback only)"
+    );
+    assert_eq!(
+        command("    accepts-arguments: yes\n"),
+        "8:24: `accepts-arguments` in command `b` is `yes`; expected `true` or `false`"
+    );
+    assert_eq!(
+        err(&with_commands("  b:\n    container: dev\n    run: []\n")),
+        "7:10: `run` in command `b` is an empty list; \
+         expected a program and its arguments, such as `[cargo, build]`"
+    );
+    assert_eq!(
+        err(&with_commands(
+            "  b:\n    container: dev\n    run: [ls, {a: 1}]\n"
+        )),
+        "7:15: an argument in `run` of command `b` is a map; expected a string"
+    );
+    assert_eq!(
+        err(&with_commands("  b:\n    container: dev\n    run: \" \"\n")),
+        "7:10: `run` in command `b` is blank; \
+         expected a shell command, or a list of a program and its arguments"
+    );
+}
+
+#[test]
+fn bad_names() {
+    let rule = "expected letters, digits, `-`, `_` and `.`, not starting with `-` or `.`";
+    assert_eq!(
+        err("containers:\n  -dev:\n    from: oci:img\n"),
+        format!("2:3: invalid container name `-dev`; {rule}")
+    );
+    assert_eq!(
+        err(&with_commands(
+            "  my build:\n    container: dev\n    run: x\n"
+        )),
+        format!("5:3: invalid command name `my build`; {rule}")
+    );
+    assert_eq!(
+        err(&with_commands("  .hidden: {container: dev, run: x}\n")),
+        format!("5:3: invalid command name `.hidden`; {rule}")
+    );
+}
+
+#[test]
+fn duplicate_keys() {
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:a\n  dev:\n    from: oci:b\n"),
+        "4:3: duplicate key `dev` in `containers`, first at line 2, column 3; \
+         expected each key at most once"
+    );
+    assert_eq!(
+        err("containers:\n  dev: {from: oci:a, from: oci:b}\n"),
+        "2:22: duplicate key `from` in container `dev`, first at line 2, column 9; \
+         expected each key at most once"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    assert_eq!(
+        err("containers: [\n"),
+        "1:13: invalid YAML: unclosed bracket '['"
+    );
+    assert_eq!(
+        err("containers:\n  dev:\n    from: oci:img\n   x: 1\n"),
+        "4:4: invalid YAML: while parsing a block mapping, did not find expected key"
+    );
+}
+
+#[test]
+fn load_walks_up_from_a_subdirectory() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join(FILE_NAME),
+        "containers:\n  dev:\n    from: oci:img\n",
+    )
+    .unwrap();
+    let sub = dir.path().join("a/b");
+    fs::create_dir_all(&sub).unwrap();
+    let root = dir.path().canonicalize().unwrap();
+
+    let project = load(&sub).unwrap();
+    assert_eq!(project.root, root);
+    assert_eq!(project.file, root.join(FILE_NAME));
+    assert_eq!(find(&sub), Some(root.join(FILE_NAME)));
+    assert_eq!(
+        project.config.containers["dev"].from,
+        Source::OciLayout {
+            path: root.join("img"),
+            tag: None
+        },
+        "relative to den.yaml, not the start directory"
+    );
+}
+
+#[test]
+fn load_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().canonicalize().unwrap();
+    // A den.yaml in a parent of the temporary directory would be found instead.
+    if find(&start).is_none() {
+        assert_eq!(
+            load(&start).unwrap_err().to_string(),
+            format!(
+                "no den.yaml found in {} or any parent directory; \
+                 expected one at the project root: \
+                 create den.yaml there with a `containers:` map (see den's docs/config.md)",
+                start.display()
+            )
+        );
+    }
+    let file = start.join(FILE_NAME);
+    fs::write(&file, b"containers:\n  d\xffv: x\n").unwrap();
+    assert_eq!(
+        load(&start).unwrap_err().to_string(),
+        format!(
+            "{}:2:4: this is not UTF-8 text; expected a UTF-8 encoded YAML file",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn examples_in_the_docs_are_valid() {
+    let docs = include_str!("../../docs/config.md");
+    let mut checked = 0;
+    for block in docs.split("```yaml\n").skip(1) {
+        let block = &block[..block.find("```").expect("closed block")];
+        let indent = block.len() - block.trim_start_matches(' ').len();
+        let text: String = block
+            .lines()
+            .map(|line| format!("{}\n", line.get(indent..).unwrap_or("")))
+            .collect();
+        if text.starts_with("containers:") || text.starts_with("version:") {
+            ok(&text);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "the minimal, full and merge-key examples");
+}
