@@ -1,6 +1,48 @@
 //! Images: where they come from (`Source`), the on-disk store, and
 //! unpacking layers into it.
+//!
+//! # Store layout
+//!
+//! ```text
+//! <store>/                     $DEN_DATA_DIR or ~/.local/share/den, mode 0700
+//!   blobs/sha256/<hex>         manifests and configs, verified, by digest
+//!   images/<hex>.json          image record, by manifest digest: config digest,
+//!                              diff IDs (bottom first), runtime config, source
+//!   images/<hex>.used          empty; its mtime is when the image was last used
+//!   layers/<diff-id hex>/fs/   an unpacked layer (overlayfs lowerdir), shared
+//!   layers/<diff-id hex>/meta  original owners and modes of its entries (see `meta`)
+//!   sources/<hex>.json         source cache: (kind, canonical path, tag) →
+//!                              stamp of index.json / the archive + manifest digest
+//!   locks/layer-<hex>.lock     flock held while a layer is being unpacked
+//!   tmp/                       work in progress, each entry flocked by its creator
+//!   scratch/                   empty; the runtime mounts a tmpfs over it
+//! ```
+//!
+//! Everything reaches its final name by a rename from `tmp/`, and a layer
+//! only after its blob digest and diff ID were checked, so a reader never
+//! sees a partial file or layer; a kill -9 leaves at most an unlocked entry
+//! in `tmp/`, removed by the next import. Layers are keyed by diff ID (the
+//! sha256 of the uncompressed tar) so images sharing a layer share its
+//! directory. `resolve` of an unchanged source reads only its source cache
+//! entry and image record, and stats the layer directories.
+//!
+//! See docs/store.md for the details.
 
+mod digest;
+mod fsx;
+mod layer;
+mod layout;
+mod lock;
+pub mod meta;
 mod source;
+mod spec;
+mod store;
+mod unpack;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use source::Source;
+pub use store::{Image, RuntimeConfig, Store};

@@ -69,15 +69,24 @@ mod tests {
         let base = Path::new("/p");
         assert_eq!(
             Source::parse("oci:img", base).unwrap(),
-            Source::OciLayout { path: "/p/img".into(), tag: None }
+            Source::OciLayout {
+                path: "/p/img".into(),
+                tag: None
+            }
         );
         assert_eq!(
             Source::parse("oci:./a/img:v1", base).unwrap(),
-            Source::OciLayout { path: "/p/./a/img".into(), tag: Some("v1".into()) }
+            Source::OciLayout {
+                path: "/p/./a/img".into(),
+                tag: Some("v1".into())
+            }
         );
         assert_eq!(
             Source::parse("oci-archive:/abs/x.tar", base).unwrap(),
-            Source::OciArchive { path: "/abs/x.tar".into(), tag: None }
+            Source::OciArchive {
+                path: "/abs/x.tar".into(),
+                tag: None
+            }
         );
     }
 

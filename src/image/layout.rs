@@ -1,0 +1,337 @@
+//! Reading OCI image layouts: a directory (`oci:`) or a plain tar of one
+//! (`oci-archive:`), and choosing the image manifest a source names
+//! (by tag, then by platform for multi-platform images).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use super::digest::Digest;
+use super::spec::{self, Descriptor, Index, Kind};
+
+/// Largest JSON document (index, manifest, config) read into memory.
+const MAX_JSON: u64 = 64 << 20;
+
+pub enum Layout {
+    Dir {
+        root: PathBuf,
+    },
+    /// member path → (offset of its data in the tar, size)
+    Archive {
+        file: PathBuf,
+        members: HashMap<String, (u64, u64)>,
+    },
+}
+
+impl Layout {
+    pub fn open_dir(root: &Path) -> anyhow::Result<Layout> {
+        if root.is_file() {
+            bail!(
+                "`{}` is a file, not an OCI layout directory; for a tar of a layout use `oci-archive:`",
+                root.display()
+            );
+        }
+        if !root.join("index.json").is_file() {
+            bail!(
+                "`{}` is not an OCI image layout: it has no index.json (create one with e.g. \
+                 `skopeo copy docker://IMAGE oci:DIR:TAG`)",
+                root.display()
+            );
+        }
+        Ok(Layout::Dir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Indexes the members of a tar once, seeking over their data.
+    pub fn open_archive(file: &Path) -> anyhow::Result<Layout> {
+        #[cfg(test)]
+        super::testutil::note("scan", file);
+        if file.is_dir() {
+            bail!(
+                "`{}` is a directory, not an OCI archive; for a layout directory use `oci:`",
+                file.display()
+            );
+        }
+        let members = scan_archive(file)
+            .with_context(|| format!("cannot read OCI archive `{}`", file.display()))?;
+        if !members.contains_key("index.json") {
+            bail!(
+                "`{}` is not an OCI archive: it has no index.json (create one with e.g. \
+                 `skopeo copy docker://IMAGE oci-archive:FILE.tar:TAG`)",
+                file.display()
+            );
+        }
+        Ok(Layout::Archive {
+            file: file.to_path_buf(),
+            members,
+        })
+    }
+
+    fn open_member(&self, name: &str) -> io::Result<(Box<dyn Read + Send>, u64)> {
+        match self {
+            Layout::Dir { root } => {
+                let file = File::open(root.join(name))?;
+                let len = file.metadata()?.len();
+                Ok((Box::new(file), len))
+            }
+            Layout::Archive { file, members } => {
+                let &(offset, len) = members.get(name).ok_or(io::ErrorKind::NotFound)?;
+                let mut file = File::open(file)?;
+                file.seek(SeekFrom::Start(offset))?;
+                Ok((Box::new(file.take(len)), len))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Layout::Dir { root } => format!("OCI layout `{}`", root.display()),
+            Layout::Archive { file, .. } => format!("OCI archive `{}`", file.display()),
+        }
+    }
+
+    pub fn read_index(&self) -> anyhow::Result<Index> {
+        let (reader, len) = self
+            .open_member("index.json")
+            .with_context(|| format!("cannot read index.json of {}", self.describe()))?;
+        let bytes = read_capped(reader, len)?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "index.json of {} is not a valid image index",
+                self.describe()
+            )
+        })
+    }
+
+    /// Opens a blob for streaming; returns it with its size on disk.
+    pub fn open_blob(&self, digest: &Digest) -> anyhow::Result<(Box<dyn Read + Send>, u64)> {
+        let name = format!("blobs/sha256/{}", digest.hex());
+        self.open_member(&name).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => anyhow::anyhow!(
+                "blob {digest} is missing from {}: the layout is incomplete, export the image again",
+                self.describe()
+            ),
+            _ => anyhow::Error::new(err).context(format!("cannot read blob {digest} of {}", self.describe())),
+        })
+    }
+
+    /// Reads a small blob (JSON) and checks its size and digest.
+    pub fn read_blob(&self, desc: &Descriptor) -> anyhow::Result<(Digest, Vec<u8>)> {
+        let digest = Digest::parse(&desc.digest)?;
+        if desc.size > MAX_JSON {
+            bail!(
+                "blob {digest} is {} bytes, too large for an image document",
+                desc.size
+            );
+        }
+        let (reader, _) = self.open_blob(&digest)?;
+        let bytes = read_capped(reader, desc.size)?;
+        let actual = Digest::of(&bytes);
+        if actual != digest || bytes.len() as u64 != desc.size {
+            bail!(
+                "blob {digest} of {} is corrupt: it hashes to {actual} ({} bytes, expected {}); \
+                 export the image again",
+                self.describe(),
+                bytes.len(),
+                desc.size
+            );
+        }
+        Ok((digest, bytes))
+    }
+}
+
+/// Reads at most `limit` bytes plus one, so an oversized member shows up
+/// as a size mismatch instead of filling memory.
+fn read_capped(reader: impl Read, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.min(MAX_JSON) + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn scan_archive(path: &Path) -> anyhow::Result<HashMap<String, (u64, u64)>> {
+    let mut file = File::open(path)?;
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    if magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
+        bail!("it is compressed; den reads plain tar archives, decompress it first");
+    }
+    file.rewind()?;
+    let mut archive = tar::Archive::new(file);
+    let mut members = HashMap::new();
+    let mut links = Vec::new();
+    for entry in archive.entries_with_seek()? {
+        let entry = entry?;
+        let Some(name) = member_name(&entry.path()?) else {
+            continue;
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                members.insert(name, (entry.raw_file_position(), entry.size()));
+            }
+            tar::EntryType::Link => {
+                if let Some(target) = entry.link_name()?.as_deref().and_then(member_name) {
+                    links.push((name, target));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, target) in links {
+        if let Some(&found) = members.get(&target) {
+            members.insert(name, found);
+        }
+    }
+    Ok(members)
+}
+
+/// `./blobs/sha256/x` → `blobs/sha256/x`; None for paths with `..`.
+fn member_name(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Finds the image manifest that `tag` (or the only image) names; `label`
+/// is the source as the user wrote it, for errors.
+pub fn select_manifest(
+    layout: &Layout,
+    tag: Option<&str>,
+    label: &str,
+) -> anyhow::Result<Descriptor> {
+    let index = layout.read_index()?;
+    let mut desc = pick_by_tag(&index.manifests, tag, label)?.clone();
+    // Nested indexes are legal; a few levels is plenty.
+    for _ in 0..4 {
+        match kind_of(layout, &desc)? {
+            Kind::Manifest => return Ok(desc),
+            Kind::Index => {
+                let (_, bytes) = layout.read_blob(&desc)?;
+                let nested: Index = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("image index {} is not valid JSON", desc.digest))?;
+                desc = pick_platform(&nested.manifests, label)?.clone();
+            }
+        }
+    }
+    bail!("`{label}`: image indexes nest too deeply")
+}
+
+fn kind_of(layout: &Layout, desc: &Descriptor) -> anyhow::Result<Kind> {
+    if let Some(kind) = desc.media_type.as_deref().and_then(spec::kind_of) {
+        return Ok(kind);
+    }
+    if let Some(media_type) = &desc.media_type {
+        bail!(
+            "{} has media type `{media_type}`, which is not an image manifest or index",
+            desc.digest
+        );
+    }
+    let (_, bytes) = layout.read_blob(desc)?;
+    spec::sniff_kind(&bytes).with_context(|| {
+        format!(
+            "{} is neither an image manifest nor an image index",
+            desc.digest
+        )
+    })
+}
+
+fn pick_by_tag<'a>(
+    entries: &'a [Descriptor],
+    tag: Option<&str>,
+    label: &str,
+) -> anyhow::Result<&'a Descriptor> {
+    let Some(tag) = tag else {
+        return match entries {
+            [only] => Ok(only),
+            [] => bail!("`{label}` holds no images (its index.json lists none)"),
+            _ => bail!(
+                "`{label}` holds {} images; name one with `:<tag>`. Tags: {}",
+                entries.len(),
+                list_tags(entries)
+            ),
+        };
+    };
+    let suffix = format!(":{tag}");
+    let exact = entries.iter().find(|d| d.ref_name() == Some(tag));
+    // Some tools store a full reference (`localhost/app:1.0`) as the name.
+    let mut by_suffix = entries
+        .iter()
+        .filter(|d| d.ref_name().is_some_and(|r| r.ends_with(&suffix)));
+    match (exact, by_suffix.next(), by_suffix.next()) {
+        (Some(found), _, _) | (None, Some(found), None) => Ok(found),
+        _ => bail!(
+            "`{label}` has no image tagged `{tag}`. Tags: {}",
+            list_tags(entries)
+        ),
+    }
+}
+
+fn list_tags(entries: &[Descriptor]) -> String {
+    let tags: Vec<String> = entries
+        .iter()
+        .map(|d| match d.ref_name() {
+            Some(name) => name.to_string(),
+            None => format!("(untagged {})", d.digest),
+        })
+        .collect();
+    if tags.is_empty() {
+        "none".to_string()
+    } else {
+        tags.join(", ")
+    }
+}
+
+fn pick_platform<'a>(entries: &'a [Descriptor], label: &str) -> anyhow::Result<&'a Descriptor> {
+    let arch = spec::host_architecture();
+    let found = entries.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+    });
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    let offered: Vec<String> = entries
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .filter(|p| p.os != "unknown")
+        .map(ToString::to_string)
+        .collect();
+    bail!(
+        "`{label}` is a multi-platform image without a linux/{arch} variant for this host; it offers: {}",
+        if offered.is_empty() {
+            "nothing usable".to_string()
+        } else {
+            offered.join(", ")
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_are_normalised() {
+        assert_eq!(
+            member_name(Path::new("./blobs/sha256/ab")).as_deref(),
+            Some("blobs/sha256/ab")
+        );
+        assert_eq!(
+            member_name(Path::new("/index.json")).as_deref(),
+            Some("index.json")
+        );
+        assert_eq!(member_name(Path::new("../index.json")), None);
+    }
+}

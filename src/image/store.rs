@@ -1,0 +1,417 @@
+//! The image store: resolving a source to an unpacked image, importing it
+//! on first use. See the module comment of `image` for the layout.
+
+use std::fs::{self, DirBuilder};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::Source;
+use super::digest::Digest;
+use super::layer::{self, LayerBlob};
+use super::layout::{self, Layout};
+use super::lock::{self, TempEntry};
+use super::spec::{self, Descriptor, ImageConfig, Manifest};
+
+const SUBDIRS: &[&str] = &[
+    "blobs/sha256",
+    "images",
+    "layers",
+    "locks",
+    "sources",
+    "tmp",
+];
+
+/// The on-disk image store (see the `image` module comment).
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An image ready to run.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `sha256:<hex>` of the manifest.
+    pub id: String,
+    /// Unpacked layer directories, bottom first; all are
+    /// `<store>/layers/<diff-id hex>/fs`.
+    pub layers: Vec<PathBuf>,
+    pub config: RuntimeConfig,
+}
+
+/// The parts of the OCI image config's `config` object den runs with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// `images/<manifest hex>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ImageRecord {
+    manifest: Digest,
+    config: Digest,
+    diff_ids: Vec<Digest>,
+    runtime: RuntimeConfig,
+    /// Where it was first imported from (informational).
+    source: String,
+}
+
+/// `sources/<sha256 of kind, path, tag>.json`: what a source resolved to
+/// when its stamp was taken.
+#[derive(Debug, Serialize, Deserialize)]
+struct SourceRecord {
+    source: String,
+    stamp: Stamp,
+    image: Digest,
+}
+
+/// Identity and version of index.json (layouts) or the tar (archives);
+/// ctime changes on every write and cannot be set back by tools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// A source with its path made canonical.
+struct Located {
+    canonical: PathBuf,
+    tag: Option<String>,
+    is_archive: bool,
+    stamp: Option<Stamp>,
+}
+
+impl Store {
+    /// `$DEN_DATA_DIR` if set, else `~/.local/share/den` (XDG data dir).
+    pub fn open_default() -> anyhow::Result<Store> {
+        match std::env::var_os("DEN_DATA_DIR") {
+            Some(dir) if !dir.is_empty() => Store::open(PathBuf::from(dir)),
+            _ => {
+                let dirs = directories::BaseDirs::new().context(
+                    "cannot find your home directory to keep images in; set DEN_DATA_DIR",
+                )?;
+                Store::open(dirs.data_dir().join("den"))
+            }
+        }
+    }
+
+    pub fn open(root: PathBuf) -> anyhow::Result<Store> {
+        let root = std::path::absolute(&root)
+            .with_context(|| format!("bad store path `{}`", root.display()))?;
+        // Private: layers hold world-writable directories such as /tmp.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .with_context(|| {
+                format!(
+                    "cannot create the image store `{}`; set DEN_DATA_DIR to a writable directory",
+                    root.display()
+                )
+            })?;
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Returns the image for a source, importing it into the store first
+    /// if needed. An unchanged, already imported source costs a few stats
+    /// and two small reads.
+    pub fn resolve(&self, source: &Source) -> anyhow::Result<Image> {
+        let located = locate(source)?;
+        if let Some(image) = self.cached(&located) {
+            return Ok(image);
+        }
+        self.resolve_slow(source, &located)
+            .with_context(|| format!("cannot use image `{source}`"))
+    }
+
+    /// An empty directory the runtime mounts a private tmpfs over.
+    pub fn scratch_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.root.join("scratch");
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(dir),
+            Err(err) => Err(err).with_context(|| format!("cannot create `{}`", dir.display())),
+        }
+    }
+
+    /// Removes leftovers of interrupted imports; returns how many.
+    pub fn clean_tmp(&self) -> anyhow::Result<usize> {
+        lock::clean_tmp(&self.tmp_path())
+    }
+
+    pub(crate) fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    pub(crate) fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
+    }
+
+    pub(crate) fn tmp_path(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn record_path(&self, manifest: &Digest, extension: &str) -> PathBuf {
+        self.root
+            .join("images")
+            .join(format!("{}.{extension}", manifest.hex()))
+    }
+
+    fn source_path(&self, located: &Located) -> PathBuf {
+        let mut key = Vec::from(if located.is_archive {
+            &b"oci-archive\0"[..]
+        } else {
+            b"oci\0"
+        });
+        key.extend_from_slice(located.canonical.as_os_str().as_encoded_bytes());
+        if let Some(tag) = &located.tag {
+            key.push(0);
+            key.extend_from_slice(tag.as_bytes());
+        }
+        self.root
+            .join("sources")
+            .join(format!("{}.json", Digest::of(&key).hex()))
+    }
+
+    /// The fast path: an unchanged source that was resolved before.
+    fn cached(&self, located: &Located) -> Option<Image> {
+        let stamp = located.stamp.as_ref()?;
+        let record: SourceRecord = read_json(&self.source_path(located)).ok()?;
+        if &record.stamp != stamp {
+            return None;
+        }
+        self.load_image(&record.image)
+    }
+
+    /// An image already in the store, if its record and layers are there.
+    fn load_image(&self, manifest: &Digest) -> Option<Image> {
+        let record: ImageRecord = read_json(&self.record_path(manifest, "json")).ok()?;
+        let layers: Vec<PathBuf> = record
+            .diff_ids
+            .iter()
+            .map(|d| self.layer_path(d).join("fs"))
+            .collect();
+        if !layers.iter().all(|layer| layer.is_dir()) {
+            return None;
+        }
+        self.touch_used(manifest);
+        Some(Image {
+            id: manifest.to_string(),
+            layers,
+            config: record.runtime,
+        })
+    }
+
+    fn resolve_slow(&self, source: &Source, located: &Located) -> anyhow::Result<Image> {
+        self.prepare()?;
+        let layout = if located.is_archive {
+            Layout::open_archive(&located.canonical)?
+        } else {
+            Layout::open_dir(&located.canonical)?
+        };
+        let label = source.to_string();
+        let desc = layout::select_manifest(&layout, located.tag.as_deref(), &label)?;
+        let manifest = Digest::parse(&desc.digest)?;
+        let image = match self.load_image(&manifest) {
+            Some(image) => image,
+            None => self.import(&layout, &desc, &label)?,
+        };
+        if let Some(stamp) = &located.stamp {
+            let record = SourceRecord {
+                source: label,
+                stamp: stamp.clone(),
+                image: manifest,
+            };
+            self.write_json(&self.source_path(located), &record)?;
+        }
+        Ok(image)
+    }
+
+    fn prepare(&self) -> anyhow::Result<()> {
+        for dir in SUBDIRS {
+            let path = self.root.join(dir);
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .with_context(|| format!("cannot create `{}`", path.display()))?;
+        }
+        self.clean_tmp()?;
+        Ok(())
+    }
+
+    fn import(&self, layout: &Layout, desc: &Descriptor, label: &str) -> anyhow::Result<Image> {
+        let (manifest_digest, manifest_bytes) = layout.read_blob(desc)?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .with_context(|| format!("{manifest_digest} is not a valid image manifest"))?;
+        check_media_types(&manifest, &manifest_digest)?;
+        let (config_digest, config_bytes) = layout.read_blob(&manifest.config)?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .with_context(|| format!("{config_digest} is not a valid image config"))?;
+        let layers = layer_blobs(&manifest, &config)?;
+
+        layer::ensure_all(self, layout, &layers)?;
+        // Blobs and the record only once every layer is in: a rejected
+        // image leaves nothing behind.
+        self.write_blob(&manifest_digest, &manifest_bytes)?;
+        self.write_blob(&config_digest, &config_bytes)?;
+        let record = ImageRecord {
+            manifest: manifest_digest.clone(),
+            config: config_digest,
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+            runtime: runtime_config(config),
+            source: label.to_string(),
+        };
+        self.write_json(&self.record_path(&manifest_digest, "json"), &record)?;
+        self.load_image(&manifest_digest)
+            .context("the image vanished from the store right after its import")
+    }
+
+    fn write_blob(&self, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.root.join("blobs/sha256").join(digest.hex());
+        if path.is_file() {
+            return Ok(());
+        }
+        self.write_atomic(&path, bytes)
+    }
+
+    fn write_json(&self, path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+        self.write_atomic(path, &serde_json::to_vec_pretty(value)?)
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut tmp = TempEntry::file(&self.tmp_path(), "file")?;
+        tmp.handle()
+            .write_all(bytes)
+            .with_context(|| format!("cannot write `{}`", tmp.path().display()))?;
+        tmp.persist(path)
+    }
+
+    /// The mtime of `images/<hex>.used` is when the image was last used
+    /// (for a future garbage collection). Best effort: a read-only store
+    /// still works.
+    fn touch_used(&self, manifest: &Digest) {
+        use rustix::fs::{CWD, Timespec, Timestamps, UTIME_NOW};
+        let path = self.record_path(manifest, "used");
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        };
+        let times = Timestamps {
+            last_access: now,
+            last_modification: now,
+        };
+        if rustix::fs::utimensat(CWD, &path, &times, rustix::fs::AtFlags::empty()).is_err() {
+            let _ = fs::File::create(&path);
+        }
+    }
+}
+
+fn locate(source: &Source) -> anyhow::Result<Located> {
+    let (path, tag, is_archive) = match source {
+        Source::OciLayout { path, tag } => (path, tag, false),
+        Source::OciArchive { path, tag } => (path, tag, true),
+    };
+    let canonical = fs::canonicalize(path)
+        .with_context(|| format!("image source `{source}`: cannot find `{}`", path.display()))?;
+    let stamped = if is_archive {
+        canonical.clone()
+    } else {
+        canonical.join("index.json")
+    };
+    // No stamp (e.g. index.json missing): the slow path explains.
+    let stamp = fs::metadata(stamped).ok().map(|m| Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    });
+    Ok(Located {
+        canonical,
+        tag: tag.clone(),
+        is_archive,
+        stamp,
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    Ok(serde_json::from_slice(&fs::read(path)?)?)
+}
+
+fn check_media_types(manifest: &Manifest, digest: &Digest) -> anyhow::Result<()> {
+    if let Some(media_type) = &manifest.media_type
+        && spec::kind_of(media_type) != Some(spec::Kind::Manifest)
+    {
+        bail!("{digest} has media type `{media_type}`, not an image manifest");
+    }
+    if let Some(media_type) = &manifest.config.media_type
+        && !spec::is_config(media_type)
+    {
+        bail!("{digest} is not a container image: its config has media type `{media_type}`");
+    }
+    for layer in &manifest.layers {
+        if let Some(media_type) = &layer.media_type
+            && !spec::is_layer(media_type)
+        {
+            bail!(
+                "layer {} has media type `{media_type}`, which is not a layer tar",
+                layer.digest
+            );
+        }
+    }
+    Ok(())
+}
+
+fn layer_blobs(manifest: &Manifest, config: &ImageConfig) -> anyhow::Result<Vec<LayerBlob>> {
+    if config.rootfs.kind != "layers" {
+        bail!(
+            "the image config's rootfs type is `{}`, expected `layers`",
+            config.rootfs.kind
+        );
+    }
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "the manifest lists {} layers but the config has {} diff IDs; the image is corrupt",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(layer, diff_id)| {
+            Ok(LayerBlob {
+                digest: Digest::parse(&layer.digest)?,
+                size: layer.size,
+                diff_id: Digest::parse(diff_id)?,
+            })
+        })
+        .collect()
+}
+
+fn runtime_config(config: ImageConfig) -> RuntimeConfig {
+    let c = config.config.unwrap_or_default();
+    RuntimeConfig {
+        env: c.env.unwrap_or_default(),
+        entrypoint: c.entrypoint.unwrap_or_default(),
+        cmd: c.cmd.unwrap_or_default(),
+        working_dir: c.working_dir.filter(|dir| !dir.is_empty()),
+        user: c.user.filter(|user| !user.is_empty()),
+    }
+}
