@@ -1,13 +1,101 @@
 //! Argument parsing and dispatch; each subcommand lives in `commands/`.
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::config::Network;
 
 #[derive(Parser, Debug)]
-#[command(name = "den", version, about = "Rootless, daemonless developer containers")]
-pub struct Cli {}
+#[command(
+    name = "den",
+    version,
+    about = "Rootless, daemonless developer containers",
+    long_about = "Rootless, daemonless developer containers.\n\n\
+        In a project directory, den reads den.yaml and runs its commands in \
+        user-namespace containers: no root, no setuid helper, no daemon.\n\
+        `den` alone lists the project's commands.",
+    after_help = "Configuration: docs/config.md. Images are kept in $DEN_DATA_DIR (default ~/.local/share/den)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-/// Runs den and returns the process exit code.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a command defined in den.yaml, with any extra arguments
+    Run {
+        /// Override the command's network
+        #[arg(long, value_enum)]
+        network: Option<NetworkArg>,
+        /// The command's name in den.yaml
+        command: String,
+        /// Extra arguments for the command
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run a program in one of the project's containers
+    Exec {
+        #[arg(long, value_enum, default_value = "host")]
+        network: NetworkArg,
+        /// The container's name in den.yaml
+        container: String,
+        /// The program and its arguments (default: the image's entrypoint and command)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<String>,
+    },
+    /// Start an interactive shell in a container (default: the first in den.yaml)
+    Shell {
+        #[arg(long, value_enum, default_value = "host")]
+        network: NetworkArg,
+        container: Option<String>,
+    },
+    /// List the project's commands (what `den` alone does)
+    List,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum NetworkArg {
+    /// Share the host's network
+    Host,
+    /// Only a loopback interface
+    None,
+}
+
+impl From<NetworkArg> for Network {
+    fn from(arg: NetworkArg) -> Network {
+        match arg {
+            NetworkArg::Host => Network::Host,
+            NetworkArg::None => Network::None,
+        }
+    }
+}
+
+/// Runs den and returns the process exit code: the command's own status,
+/// or 125 when den itself fails (as Docker and Podman do).
 pub fn main() -> i32 {
-    let _cli = Cli::parse();
-    0
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::List) {
+        Command::Run {
+            network,
+            command,
+            args,
+        } => commands::run::execute(&command, args, network.map(Network::from)),
+        Command::Exec {
+            network,
+            container,
+            argv,
+        } => commands::exec::execute(&container, argv, network.into()),
+        Command::Shell { network, container } => {
+            commands::shell::execute(container.as_deref(), network.into())
+        }
+        Command::List => commands::list::execute(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("den: {err:#}");
+            crate::userns::EXIT_DEN_FAILED
+        }
+    }
 }

@@ -1,1 +1,33 @@
-//! One module per subcommand.
+//! One module per subcommand; each parses nothing and delegates to the
+//! library rooms (config, image, userns) through `launch`.
+
+pub mod exec;
+pub mod list;
+pub mod run;
+pub mod shell;
+
+use anyhow::Result;
+
+use crate::config::{self, Project};
+
+/// The project around the current directory, and that directory.
+fn current_project() -> Result<(Project, std::path::PathBuf)> {
+    let cwd = std::env::current_dir()?;
+    let project = config::load(&cwd)?;
+    Ok((project, cwd))
+}
+
+/// A clear error, with a did-you-mean, for a container den.yaml lacks.
+fn check_container(project: &Project, name: &str) -> Result<()> {
+    let containers = &project.config.containers;
+    if containers.contains_key(name) {
+        return Ok(());
+    }
+    let mut message = format!("den.yaml has no container `{name}`");
+    if let Some(close) = config::suggest(name, containers.keys().map(String::as_str)) {
+        message.push_str(&format!("; did you mean `{close}`?"));
+    }
+    let names: Vec<&str> = containers.keys().map(String::as_str).collect();
+    message.push_str(&format!("\n  containers: {}", names.join(", ")));
+    anyhow::bail!(message)
+}

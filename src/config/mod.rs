@@ -18,6 +18,11 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 
 pub use self::error::ConfigError;
+
+/// The name among `candidates` that `word` most likely meant, if any.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    suggest::did_you_mean(word, candidates, &[])
+}
 use crate::image::Source;
 
 /// The file name den looks for, walking up from the current directory.

@@ -1,0 +1,19 @@
+//! `den exec <container> -- <argv…>`: any program in a project's container.
+
+use anyhow::Result;
+
+use crate::config::Network;
+use crate::launch::{self, Request};
+
+pub fn execute(container: &str, argv: Vec<String>, network: Network) -> Result<i32> {
+    let (project, cwd) = super::current_project()?;
+    super::check_container(&project, container)?;
+    launch::run(Request {
+        project: &project,
+        container,
+        argv,
+        environ: Vec::new(),
+        network,
+        cwd: &cwd,
+    })
+}

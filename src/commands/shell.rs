@@ -1,0 +1,34 @@
+//! `den shell [<container>]`: an interactive shell, bash where the image has it.
+
+use anyhow::{Context, Result};
+
+use crate::config::Network;
+use crate::launch::{self, Request};
+
+const SHELL: &str = "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l";
+
+pub fn execute(container: Option<&str>, network: Network) -> Result<i32> {
+    let (project, cwd) = super::current_project()?;
+    let container = match container {
+        Some(name) => {
+            super::check_container(&project, name)?;
+            name.to_string()
+        }
+        None => project
+            .config
+            .containers
+            .keys()
+            .next()
+            .cloned()
+            .context("den.yaml defines no containers")?,
+    };
+    let argv = ["/bin/sh", "-c", SHELL].map(String::from).to_vec();
+    launch::run(Request {
+        project: &project,
+        container: &container,
+        argv,
+        environ: Vec::new(),
+        network,
+        cwd: &cwd,
+    })
+}

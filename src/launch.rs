@@ -1,0 +1,204 @@
+//! From a project's container and a command line to a running container:
+//! resolves the image, composes the environment and working directory,
+//! and hands a `userns::Spec` to the runtime.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Container, Network, Project};
+use crate::image::{Image, Store};
+use crate::userns::{self, Spec};
+
+/// What to run and how, beyond the container's own settings.
+pub struct Request<'a> {
+    pub project: &'a Project,
+    pub container: &'a str,
+    pub argv: Vec<String>,
+    /// Extra variables; later entries win over the container's.
+    pub environ: Vec<(String, String)>,
+    pub network: Network,
+    /// The host directory den was started in.
+    pub cwd: &'a Path,
+}
+
+/// Runs the request and returns the command's exit status.
+pub fn run(request: Request<'_>) -> Result<i32> {
+    let container = request
+        .project
+        .config
+        .containers
+        .get(request.container)
+        .with_context(|| format!("den.yaml has no container `{}`", request.container))?;
+    let store = Store::open_default()?;
+    let image = store.resolve(&container.from)?;
+    let argv = match request.argv.is_empty() {
+        true => default_argv(&image)?,
+        false => request.argv.clone(),
+    };
+    let tty = userns::stdio_is_terminal();
+    let spec = Spec {
+        layers: image.layers.clone(),
+        scratch: store.scratch_dir()?,
+        work: Some(request.project.root.clone()),
+        cwd: working_dir(container, &request.project.root, request.cwd),
+        argv,
+        env: environment(&image, container, &request.environ, tty),
+        user: container.user,
+        hostname: request.container.to_string(),
+        network: request.network,
+        tty,
+    };
+    userns::run(&spec)
+}
+
+/// The image's own entrypoint and command, as `docker run <image>` does.
+fn default_argv(image: &Image) -> Result<Vec<String>> {
+    let argv: Vec<String> = image
+        .config
+        .entrypoint
+        .iter()
+        .chain(&image.config.cmd)
+        .cloned()
+        .collect();
+    anyhow::ensure!(
+        !argv.is_empty(),
+        "the image sets no command; name one after `--`"
+    );
+    Ok(argv)
+}
+
+/// The container's `workdir`, else the caller's place in the project
+/// under /work (the project root when the caller is outside it).
+fn working_dir(container: &Container, root: &Path, cwd: &Path) -> String {
+    if let Some(workdir) = &container.workdir {
+        return workdir.clone();
+    }
+    match cwd.strip_prefix(root) {
+        Ok(relative) if !relative.as_os_str().is_empty() => {
+            format!("/work/{}", relative.to_string_lossy())
+        }
+        _ => "/work".to_string(),
+    }
+}
+
+/// A clean environment: the image's, then the container's, then the
+/// request's; TERM only when the command gets a terminal. PATH and HOME
+/// are filled in by the runtime when nothing sets them.
+fn environment(
+    image: &Image,
+    container: &Container,
+    extra: &[(String, String)],
+    tty: bool,
+) -> Vec<String> {
+    let mut env: Vec<(String, String)> = image
+        .config
+        .env
+        .iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect();
+    if tty {
+        set(
+            &mut env,
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
+        );
+    }
+    for (name, value) in container
+        .environ
+        .iter()
+        .chain(extra.iter().map(|(n, v)| (n, v)))
+    {
+        set(&mut env, name, value.clone());
+    }
+    env.into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
+}
+
+fn set(env: &mut Vec<(String, String)>, name: &str, value: String) {
+    match env.iter_mut().find(|(existing, _)| existing == name) {
+        Some(entry) => entry.1 = value,
+        None => env.push((name.to_string(), value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::User;
+    use crate::image::{RuntimeConfig, Source};
+
+    fn container(workdir: Option<&str>) -> Container {
+        Container {
+            from: Source::parse("oci:img", Path::new("/p")).unwrap(),
+            environ: [
+                ("A".to_string(), "container".to_string()),
+                ("B".to_string(), "b".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            workdir: workdir.map(str::to_string),
+            user: User::default(),
+        }
+    }
+
+    fn image(env: &[&str]) -> Image {
+        Image {
+            id: "sha256:0".into(),
+            layers: vec![],
+            config: RuntimeConfig {
+                env: env.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn working_dir_follows_the_caller_into_the_project() {
+        let root = Path::new("/home/u/proj");
+        assert_eq!(
+            working_dir(&container(None), root, Path::new("/home/u/proj")),
+            "/work"
+        );
+        assert_eq!(
+            working_dir(&container(None), root, Path::new("/home/u/proj/src/a")),
+            "/work/src/a"
+        );
+        assert_eq!(
+            working_dir(&container(None), root, Path::new("/elsewhere")),
+            "/work"
+        );
+        assert_eq!(
+            working_dir(
+                &container(Some("/app")),
+                root,
+                Path::new("/home/u/proj/src")
+            ),
+            "/app"
+        );
+    }
+
+    #[test]
+    fn environment_layers_image_container_then_command() {
+        let extra = vec![("B".to_string(), "command".to_string())];
+        let env = environment(
+            &image(&["PATH=/img/bin", "A=image"]),
+            &container(None),
+            &extra,
+            false,
+        );
+        assert_eq!(env, ["PATH=/img/bin", "A=container", "B=command"]);
+    }
+
+    #[test]
+    fn term_only_with_a_terminal() {
+        let env = environment(&image(&[]), &container(None), &[], true);
+        assert!(env.iter().any(|e| e.starts_with("TERM=")));
+        let env = environment(&image(&[]), &container(None), &[], false);
+        assert!(!env.iter().any(|e| e.starts_with("TERM=")));
+    }
+}
