@@ -19,7 +19,18 @@ pub(super) fn namespaces_refused(err: io::Error) -> anyhow::Error {
 
 /// Init failed; `text` is its message with context.
 pub(super) fn setup_failed(text: &str) -> anyhow::Error {
-    let denied = text.contains("Operation not permitted") || text.contains("Permission denied");
+    // Only the kernel-facing steps can be blocked by host policy; a
+    // denied chdir or open is an ordinary permission problem.
+    let kernel_step = [
+        "writing /proc/self/",
+        "mounting",
+        "making the mount tree private",
+        "pivot_root",
+    ]
+    .iter()
+    .any(|step| text.starts_with(step));
+    let denied = kernel_step
+        && (text.contains("Operation not permitted") || text.contains("Permission denied"));
     let overlay = text.contains("overlay root filesystem");
     let cause = match (denied, overlay) {
         (_, true) if !kernel_at_least(5, 11) => Some(format!(
@@ -66,7 +77,7 @@ fn host_restriction() -> Option<String> {
     }
     if in_container() {
         return Some(
-            "den runs inside a container whose seccomp or AppArmor profile blocks user namespaces and mounts \
+            "den seems to run inside a container whose seccomp or AppArmor profile blocks user namespaces and mounts \
              (Docker's default does); fix: run that container with \
              `--security-opt seccomp=unconfined --security-opt apparmor=unconfined`, or den on the host"
                 .into(),

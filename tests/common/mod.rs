@@ -1,0 +1,212 @@
+//! Test harness: runs the real `den` binary as an unprivileged user.
+//!
+//! When the suite runs as root (as CI does), every `den` call drops to
+//! the test user `den-test` with setpriv, so a test passes only if den
+//! works rootless for real; `Runner::Root` runs den as root on purpose.
+//! When the suite runs as an ordinary user, that user is the test user.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+pub mod oci;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The unprivileged account tests run den as; `.ci/setup` creates it.
+pub const TEST_USER: &str = "den-test";
+
+/// Who runs den.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// The unprivileged test user (or the invoking user when not root).
+    User,
+    /// Root; only possible when the suite runs as root.
+    Root,
+}
+
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// The runners available here: both when root, only the user otherwise.
+pub fn runners() -> Vec<Runner> {
+    if running_as_root() {
+        vec![Runner::User, Runner::Root]
+    } else {
+        vec![Runner::User]
+    }
+}
+
+/// (uid, gid) of the test user, or of the current user when not root.
+pub fn test_ids() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        if !running_as_root() {
+            let meta = fs::metadata("/proc/self").expect("stat /proc/self");
+            use std::os::unix::fs::MetadataExt;
+            return (meta.uid(), meta.gid());
+        }
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id")
+                .arg(flag)
+                .arg(TEST_USER)
+                .output()
+                .expect("run id");
+            assert!(
+                out.status.success(),
+                "test user `{TEST_USER}` is missing: run .ci/setup (as root) first"
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("numeric id")
+        };
+        (id("-u"), id("-g"))
+    })
+}
+
+/// A copy of den every user can execute (the build tree may sit under
+/// a directory the test user cannot enter, such as /root).
+pub fn den_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("den-test-bin-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create binary dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod binary dir");
+        let target = dir.join("den");
+        fs::copy(env!("CARGO_BIN_EXE_den"), &target).expect("copy den");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).expect("chmod den");
+        target
+    })
+}
+
+/// Hands a tree to the test user, so den (running as it) can use it.
+pub fn give_to_test_user(path: &Path) {
+    if !running_as_root() {
+        return;
+    }
+    let (uid, gid) = test_ids();
+    let status = Command::new("chown")
+        .args(["-R", "-h", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown {}", path.display());
+}
+
+/// A project directory with a den.yaml, its own image store and home.
+pub struct Project {
+    /// Holds everything; removed at drop (by root, so nothing is left).
+    _temp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Project {
+    /// A project with this den.yaml; fixtures can be added before use.
+    pub fn new(den_yaml: &str) -> Project {
+        let temp = tempfile::Builder::new()
+            .prefix("den-test-")
+            .tempdir()
+            .expect("tempdir");
+        fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
+        let root = temp.path().join("project");
+        let data = temp.path().join("data");
+        let home = temp.path().join("home");
+        for dir in [&root, &data, &home] {
+            fs::create_dir(dir).expect("create dir");
+        }
+        fs::write(root.join("den.yaml"), den_yaml).expect("write den.yaml");
+        let project = Project {
+            _temp: temp,
+            root,
+            data,
+            home,
+        };
+        project.hand_over();
+        project
+    }
+
+    /// Re-gives every file to the test user after a test added some.
+    pub fn hand_over(&self) {
+        for dir in [&self.root, &self.data, &self.home] {
+            give_to_test_user(dir);
+        }
+    }
+
+    /// The image store `runner` uses: root keeps its own, as a root user's
+    /// home would (the test user's 0700 store is closed to root inside a
+    /// user namespace, where the test user's id is not mapped).
+    pub fn data_dir(&self, runner: Runner) -> PathBuf {
+        match runner {
+            Runner::User => self.data.clone(),
+            Runner::Root => self._temp.path().join("data-root"),
+        }
+    }
+
+    /// A `den` command run in the project root by `runner`, with a clean
+    /// environment: HOME and the store in the project's temp dir.
+    pub fn den(&self, runner: Runner, args: &[&str]) -> Command {
+        self.den_in(runner, &self.root, args)
+    }
+
+    pub fn den_in(&self, runner: Runner, dir: &Path, args: &[&str]) -> Command {
+        let mut command = match (runner, running_as_root()) {
+            (Runner::User, true) => {
+                let (uid, gid) = test_ids();
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(den_binary());
+                command
+            }
+            (Runner::Root, false) => panic!("Runner::Root needs the suite to run as root"),
+            _ => Command::new(den_binary()),
+        };
+        command
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.home)
+            .env("DEN_DATA_DIR", self.data_dir(runner))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs den to the end and returns what it printed.
+    pub fn run(&self, runner: Runner, args: &[&str]) -> Output {
+        self.den(runner, args).output().expect("spawn den")
+    }
+}
+
+/// Output as text, for assertions and failure messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts den succeeded and returns its stdout.
+#[track_caller]
+pub fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "den failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
