@@ -8,6 +8,8 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod oci;
+pub mod pty;
+pub mod spawned;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
