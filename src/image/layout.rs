@@ -203,15 +203,11 @@ fn member_name(path: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// Finds the image manifest that `tag` (or the only image) names; `label`
-/// is the source as the user wrote it, for errors.
-pub fn select_manifest(
-    layout: &Layout,
-    tag: Option<&str>,
-    label: &str,
-) -> anyhow::Result<Descriptor> {
+/// Finds the image manifest that `tag` (or the only image) names. Errors
+/// do not repeat the source: the caller names it.
+pub fn select_manifest(layout: &Layout, tag: Option<&str>) -> anyhow::Result<Descriptor> {
     let index = layout.read_index()?;
-    let mut desc = pick_by_tag(&index.manifests, tag, label)?.clone();
+    let mut desc = pick_by_tag(&index.manifests, tag)?.clone();
     // Nested indexes are legal; a few levels is plenty.
     for _ in 0..4 {
         match kind_of(layout, &desc)? {
@@ -220,11 +216,11 @@ pub fn select_manifest(
                 let (_, bytes) = layout.read_blob(&desc)?;
                 let nested: Index = serde_json::from_slice(&bytes)
                     .with_context(|| format!("image index {} is not valid JSON", desc.digest))?;
-                desc = pick_platform(&nested.manifests, label)?.clone();
+                desc = pick_platform(&nested.manifests)?.clone();
             }
         }
     }
-    bail!("`{label}`: image indexes nest too deeply")
+    bail!("its image indexes nest too deeply")
 }
 
 fn kind_of(layout: &Layout, desc: &Descriptor) -> anyhow::Result<Kind> {
@@ -246,17 +242,13 @@ fn kind_of(layout: &Layout, desc: &Descriptor) -> anyhow::Result<Kind> {
     })
 }
 
-fn pick_by_tag<'a>(
-    entries: &'a [Descriptor],
-    tag: Option<&str>,
-    label: &str,
-) -> anyhow::Result<&'a Descriptor> {
+fn pick_by_tag<'a>(entries: &'a [Descriptor], tag: Option<&str>) -> anyhow::Result<&'a Descriptor> {
     let Some(tag) = tag else {
         return match entries {
             [only] => Ok(only),
-            [] => bail!("`{label}` holds no images (its index.json lists none)"),
+            [] => bail!("the layout holds no images (its index.json lists none)"),
             _ => bail!(
-                "`{label}` holds {} images; name one with `:<tag>`. Tags: {}",
+                "the layout holds {} images; name one with `:<tag>`. Tags: {}",
                 entries.len(),
                 list_tags(entries)
             ),
@@ -271,7 +263,7 @@ fn pick_by_tag<'a>(
     match (exact, by_suffix.next(), by_suffix.next()) {
         (Some(found), _, _) | (None, Some(found), None) => Ok(found),
         _ => bail!(
-            "`{label}` has no image tagged `{tag}`. Tags: {}",
+            "the layout has no image tagged `{tag}`. Tags: {}",
             list_tags(entries)
         ),
     }
@@ -292,7 +284,7 @@ fn list_tags(entries: &[Descriptor]) -> String {
     }
 }
 
-fn pick_platform<'a>(entries: &'a [Descriptor], label: &str) -> anyhow::Result<&'a Descriptor> {
+fn pick_platform(entries: &[Descriptor]) -> anyhow::Result<&Descriptor> {
     let arch = spec::host_architecture();
     let found = entries.iter().find(|d| {
         d.platform
@@ -309,7 +301,7 @@ fn pick_platform<'a>(entries: &'a [Descriptor], label: &str) -> anyhow::Result<&
         .map(ToString::to_string)
         .collect();
     bail!(
-        "`{label}` is a multi-platform image without a linux/{arch} variant for this host; it offers: {}",
+        "it is a multi-platform image without a linux/{arch} variant for this host; it offers: {}",
         if offered.is_empty() {
             "nothing usable".to_string()
         } else {

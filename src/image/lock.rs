@@ -64,10 +64,13 @@ impl TempEntry {
         for _ in 0..8 {
             let path = tmp.join(unique_name(prefix));
             let handle = if is_dir {
-                DirBuilder::new()
-                    .mode(0o700)
-                    .create(&path)
-                    .and_then(|()| File::open(&path))
+                let created = DirBuilder::new().mode(0o700).create(&path);
+                match created.and_then(|()| File::open(&path)) {
+                    // A cleaner removed the new, still unlocked directory
+                    // before it could be opened: make another.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound && tmp.is_dir() => continue,
+                    other => other,
+                }
             } else {
                 OpenOptions::new()
                     .write(true)

@@ -11,6 +11,9 @@
 //! f 4755 0:0 usr/bin/passwd
 //! l 0777 0:0 bin
 //! c:1:3 0666 0:0 dev/null
+//! i 0755 0:0 opt/tool
+//! f 0755 0:0 opt/tool/run
+//! # implicit directories: 1
 //! ```
 //!
 //! Types: `f` file, `d` directory, `i` implicit parent directory (not in
@@ -19,8 +22,15 @@
 //! `b:<major>:<minor>` / `p` device and fifo entries that were skipped.
 //! Mode is octal with setuid/setgid/sticky bits. The path is relative to
 //! the layer root; `\` is written `\\` and control bytes `\xHH`.
+//!
+//! The footer, the last line of a complete file, counts the `i` lines, so
+//! that an import can tell with one small read that a layer has no
+//! implicit directories to check (see `implicit`). Files written before it
+//! existed have no footer; they read the same and are scanned instead.
 
+use std::fs::File;
 use std::io::{self, BufRead, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -53,6 +63,35 @@ pub struct MetaEntry {
 
 pub fn write_header(out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{HEADER}")
+}
+
+/// The last line: how many `i` entries the file has.
+pub const FOOTER: &str = "# implicit directories: ";
+
+pub fn write_footer(out: &mut dyn Write, implicit_dirs: u64) -> io::Result<()> {
+    writeln!(out, "{FOOTER}{implicit_dirs}")
+}
+
+/// The number of implicit directories the footer of `file` states; `None`
+/// if it has no footer (written by an older den, or cut short).
+pub fn read_footer(file: &File) -> io::Result<Option<u64>> {
+    const TAIL: u64 = 64;
+    let size = file.metadata()?.len();
+    let start = size.saturating_sub(TAIL);
+    let mut tail = vec![0; (size - start) as usize];
+    file.read_exact_at(&mut tail, start)?;
+    let Some(body) = tail.strip_suffix(b"\n") else {
+        return Ok(None);
+    };
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(newline) => &body[newline + 1..],
+        None if start == 0 => body,
+        None => return Ok(None),
+    };
+    Ok(last
+        .strip_prefix(FOOTER.as_bytes())
+        .and_then(|count| std::str::from_utf8(count).ok())
+        .and_then(|count| count.parse().ok()))
 }
 
 pub fn write_entry(out: &mut dyn Write, entry: &MetaEntry) -> io::Result<()> {
@@ -205,5 +244,38 @@ mod tests {
         }
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 3);
         assert_eq!(read(&out[..]).unwrap(), entries);
+    }
+
+    #[test]
+    fn footer_is_read_from_the_end_and_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        let footer = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            read_footer(&File::open(&path).unwrap()).unwrap()
+        };
+        let mut out = Vec::new();
+        write_header(&mut out).unwrap();
+        for n in 0..20 {
+            let entry = MetaEntry {
+                kind: EntryKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                path: format!("some/longer/path/{n}").into(),
+            };
+            write_entry(&mut out, &entry).unwrap();
+        }
+        let old = out.clone();
+        write_footer(&mut out, 3).unwrap();
+        assert_eq!(footer(&out), Some(3));
+        assert_eq!(read(&out[..]).unwrap(), read(&old[..]).unwrap());
+        assert_eq!(footer(&old), None, "no footer: an older den wrote it");
+        assert_eq!(footer(&out[..out.len() - 1]), None, "cut short");
+        assert_eq!(footer(b""), None);
+        assert_eq!(footer(b"# implicit directories: 0\n"), Some(0));
+        let mut odd = old.clone();
+        odd.extend_from_slice(b"f 0644 0:0 x# implicit directories: 0\n");
+        assert_eq!(footer(&odd), None);
     }
 }

@@ -26,10 +26,16 @@
 //! directory. `resolve` of an unchanged source reads only its source cache
 //! entry and image record, and stats the layer directories.
 //!
+//! Before an image is recorded, parent directories that a layer's tar did
+//! not list are checked against the layers below it: one standing where a
+//! lower layer has a symlink (or other non-directory) refuses the image
+//! (see `implicit`).
+//!
 //! See docs/store.md for the details.
 
 mod digest;
 mod fsx;
+mod implicit;
 mod layer;
 mod layout;
 mod lock;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Source;
 use super::digest::Digest;
+use super::implicit;
 use super::layer::{self, LayerBlob};
 use super::layout::{self, Layout};
 use super::lock::{self, TempEntry};
@@ -224,7 +225,7 @@ impl Store {
             Layout::open_dir(&located.canonical)?
         };
         let label = source.to_string();
-        let desc = layout::select_manifest(&layout, located.tag.as_deref(), &label)?;
+        let desc = layout::select_manifest(&layout, located.tag.as_deref())?;
         let manifest = Digest::parse(&desc.digest)?;
         let image = match self.load_image(&manifest) {
             Some(image) => image,
@@ -265,8 +266,10 @@ impl Store {
         let layers = layer_blobs(&manifest, &config)?;
 
         layer::ensure_all(self, layout, &layers)?;
-        // Blobs and the record only once every layer is in: a rejected
-        // image leaves nothing behind.
+        implicit::check_image(self, &layers)?;
+        // Blobs and the record only once every layer is in and the image
+        // passed: a rejected image leaves nothing behind but verified
+        // layers.
         self.write_blob(&manifest_digest, &manifest_bytes)?;
         self.write_blob(&config_digest, &config_bytes)?;
         let record = ImageRecord {

@@ -832,3 +832,262 @@ fn overlay_honours_whiteouts_and_opaque_dirs() {
     eprintln!("overlay view:\n{listing}");
     assert_eq!(listing, "kept\nopq\n--\nupper\n");
 }
+
+/// Writes a one-image layout `name` of `tars` (bottom first, gzip) and
+/// resolves it.
+fn import_tars(fx: &Fixture, name: &str, tars: &[Vec<u8>]) -> anyhow::Result<Image> {
+    let layers: Vec<Layer> = tars
+        .iter()
+        .map(|tar| layer(tar, Compression::Gzip))
+        .collect();
+    simple_layout(&fx.path(name), None, &layers);
+    fx.store.resolve(&fx.source(name))
+}
+
+fn blob_digest(tar: &[u8]) -> String {
+    Digest::of(&layer(tar, Compression::Gzip).blob).to_string()
+}
+
+#[test]
+fn refuses_implicit_parents_over_a_symlink_planted_below() {
+    let fx = Fixture::new();
+    let outside = fx.path("outside");
+    fs::create_dir(&outside).unwrap();
+    let base = tar(|t| {
+        t.dir("etc", 0o755).file("etc/passwd", b"root", 0o644);
+    });
+    let planted = tar(|t| {
+        t.symlink("evil", outside.to_str().unwrap());
+    });
+    let writer = tar(|t| {
+        t.file("evil/pwned", b"x", 0o644);
+    });
+    let tars = [base, planted.clone(), writer.clone()];
+    let err = error_text(&import_tars(&fx, "bad", &tars).unwrap_err());
+    eprintln!("{err}");
+    for needle in [
+        &format!("layer 3 ({})", blob_digest(&writer)),
+        "`evil/pwned`",
+        &format!("symlink `evil` -> `{}`", outside.display()),
+        &format!("planted by layer 2 ({})", blob_digest(&planted)),
+        "it has no directory entry for `evil` of its own",
+        "refusing the image",
+    ] {
+        assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    // The layers are valid and stay; the image is not recorded.
+    assert_eq!(fx.listing("layers").len(), 3);
+    for sub in ["images", "tmp", "blobs/sha256", "sources"] {
+        assert_eq!(fx.listing(sub), Vec::<String>::new(), "{sub} is not empty");
+    }
+    // Again, with every layer already in the store: refused again.
+    let unpacked = fx.unpacked();
+    let err = error_text(&import_tars(&fx, "bad", &tars).unwrap_err());
+    assert!(err.contains("symlink `evil`"), "{err}");
+    assert_eq!(fx.unpacked(), unpacked);
+    assert!(fx.listing("images").is_empty());
+
+    // Other shapes: (layers, what the error must say).
+    let cases: Vec<(Vec<Vec<u8>>, &[&str])> = vec![
+        // A symlink at an ancestor of the implicit directory.
+        (
+            vec![
+                tar(|t| {
+                    t.dir("d", 0o755).symlink("d/link", "/");
+                }),
+                tar(|t| {
+                    t.file("d/link/deep/f", b"x", 0o644);
+                }),
+            ],
+            &["`d/link/deep/f`", "symlink `d/link` -> `/`", "layer 1 ("],
+        ),
+        // Planted two layers down, an unrelated layer in between.
+        (
+            vec![
+                tar(|t| {
+                    t.symlink("evil", "/etc");
+                }),
+                tar(|t| {
+                    t.file("other", b"", 0o644);
+                }),
+                tar(|t| {
+                    t.file("evil/x", b"x", 0o644);
+                }),
+            ],
+            &["layer 3 (", "`evil/x`", "planted by layer 1 ("],
+        ),
+        // A symlink over a lower directory decides, not the directory.
+        (
+            vec![
+                tar(|t| {
+                    t.dir("evil", 0o755).file("evil/a", b"", 0o644);
+                }),
+                tar(|t| {
+                    t.symlink("evil", "/etc");
+                }),
+                tar(|t| {
+                    t.file("evil/x", b"x", 0o644);
+                }),
+            ],
+            &["symlink `evil`", "planted by layer 2 ("],
+        ),
+        // Whiteouts and opaque markers need their parent too.
+        (
+            vec![
+                tar(|t| {
+                    t.symlink("evil", "/etc");
+                }),
+                tar(|t| {
+                    t.file("evil/.wh.passwd", b"", 0o644);
+                }),
+            ],
+            &["`evil/.wh.passwd`", "symlink `evil`"],
+        ),
+        (
+            vec![
+                tar(|t| {
+                    t.symlink("evil", "/etc");
+                }),
+                tar(|t| {
+                    t.file("evil/.wh..wh..opq", b"", 0o644);
+                }),
+            ],
+            &["`evil/.wh..wh..opq`", "symlink `evil`"],
+        ),
+        // Not a symlink, but not a directory either.
+        (
+            vec![
+                tar(|t| {
+                    t.file("f", b"file", 0o644);
+                }),
+                tar(|t| {
+                    t.file("f/x", b"x", 0o644);
+                }),
+            ],
+            &["puts `f/x` under `f`", "made a regular file"],
+        ),
+    ];
+    for (n, (tars, needles)) in cases.iter().enumerate() {
+        let name = format!("case{n}");
+        let err = error_text(&import_tars(&fx, &name, tars).unwrap_err());
+        for needle in *needles {
+            assert!(
+                err.contains(needle),
+                "case {n}: expected `{needle}` in: {err}"
+            );
+        }
+        assert!(fx.listing("images").is_empty(), "case {n}");
+    }
+    assert!(fx.listing("tmp").is_empty());
+}
+
+#[test]
+fn accepts_implicit_parents_over_lower_directories_and_new_paths() {
+    let fx = Fixture::new();
+    let accepted: Vec<Vec<Vec<u8>>> = vec![
+        // Over a lower directory, and where nothing below has anything.
+        vec![
+            tar(|t| {
+                t.dir("etc", 0o755).file("etc/a", b"a", 0o644);
+                t.symlink("bin", "usr/bin");
+            }),
+            tar(|t| {
+                t.file("etc/b", b"b", 0o644).file("new/sub/f", b"f", 0o644);
+            }),
+        ],
+        // A whiteout of the symlink decides.
+        vec![
+            tar(|t| {
+                t.symlink("evil", "/etc");
+            }),
+            tar(|t| {
+                t.file(".wh.evil", b"", 0o644);
+            }),
+            tar(|t| {
+                t.file("evil/x", b"x", 0o644);
+            }),
+        ],
+        // An opaque directory hides the symlink in it.
+        vec![
+            tar(|t| {
+                t.dir("d", 0o755).symlink("d/evil", "/etc");
+            }),
+            tar(|t| {
+                t.dir("d", 0o755).file("d/.wh..wh..opq", b"", 0o644);
+            }),
+            tar(|t| {
+                t.file("d/evil/x", b"x", 0o644);
+            }),
+        ],
+        // A directory of a middle layer over the symlink decides.
+        vec![
+            tar(|t| {
+                t.symlink("evil", "/etc");
+            }),
+            tar(|t| {
+                t.dir("evil", 0o755);
+            }),
+            tar(|t| {
+                t.file("evil/x", b"x", 0o644);
+            }),
+        ],
+        // The layer's own directory entry replaces the symlink.
+        vec![
+            tar(|t| {
+                t.symlink("evil", "/etc");
+            }),
+            tar(|t| {
+                t.dir("evil", 0o755).file("evil/sub/x", b"x", 0o644);
+            }),
+        ],
+    ];
+    for (n, tars) in accepted.iter().enumerate() {
+        let image = import_tars(&fx, &format!("case{n}"), tars)
+            .unwrap_or_else(|err| panic!("case {n}: {err:#}"));
+        assert_eq!(image.layers.len(), tars.len(), "case {n}");
+    }
+    assert_eq!(fx.listing("images").len(), 2 * accepted.len());
+}
+
+/// Layers without implicit directories cost one read of their meta
+/// footer; a meta file without a footer (an older den) is scanned.
+#[test]
+fn implicit_directories_are_found_by_the_meta_footer() {
+    let fx = Fixture::new();
+    let scans = || testutil::count("scan meta", fx.store.root());
+    // The bottom layer has implicit directories, but nothing is below it.
+    let bottom = tar(|t| {
+        t.file("deep/er/file", b"", 0o644);
+        t.dir("evil", 0o755);
+    });
+    let listed = tar(|t| {
+        t.dir("etc", 0o755).file("etc/a", b"a", 0o644);
+    });
+    let image = import_tars(&fx, "plain", &[bottom.clone(), listed]).unwrap();
+    assert_eq!(scans(), 0);
+    let meta_path = image.layers[0].parent().unwrap().join("meta");
+    let text = fs::read_to_string(&meta_path).unwrap();
+    assert!(text.ends_with("\n# implicit directories: 2\n"), "{text}");
+
+    // A layer with one is checked in every image it is part of.
+    let writer = tar(|t| {
+        t.file("evil/pwned", b"x", 0o644);
+    });
+    let image = import_tars(&fx, "over-dir", &[bottom, writer.clone()]).unwrap();
+    assert_eq!(scans(), 1);
+    let writer_meta = image.layers[1].parent().unwrap().join("meta");
+    let text = fs::read_to_string(&writer_meta).unwrap();
+    assert!(text.ends_with("\n# implicit directories: 1\n"), "{text}");
+
+    // Without its footer, as an older den wrote it, it is scanned and
+    // still checked.
+    let old = text.strip_suffix("# implicit directories: 1\n").unwrap();
+    fs::write(&writer_meta, old).unwrap();
+    let planted = tar(|t| {
+        t.symlink("evil", "/etc");
+    });
+    let err = import_tars(&fx, "over-link", &[planted, writer]).unwrap_err();
+    assert!(error_text(&err).contains("symlink `evil`"), "{err:#}");
+    assert_eq!(scans(), 2);
+}

@@ -16,6 +16,10 @@
 //! end, deepest first, so read-only directories can still be filled and
 //! their mtimes survive. Files lose setuid/setgid bits; the original mode
 //! and owner of every entry go to the metadata file (see `meta`).
+//!
+//! Parents missing from the tar are made 0755 and recorded as implicit
+//! directories; whether lower layers of an image have a symlink there is
+//! checked once the image's layers are all in (see `implicit`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -47,6 +51,7 @@ pub fn unpack<R: Read>(tar: R, root: &Path, meta: &mut dyn Write) -> anyhow::Res
         parent: None,
         dirs: HashMap::new(),
         meta,
+        implicit_dirs: 0,
         buf: vec![0; COPY_BUFFER],
     };
     let mut archive = tar::Archive::new(tar);
@@ -58,6 +63,8 @@ pub fn unpack<R: Read>(tar: R, root: &Path, meta: &mut dyn Write) -> anyhow::Res
             .with_context(|| format!("entry `{shown}`"))?;
     }
     unpacker.finish_dirs()?;
+    meta::write_footer(unpacker.meta, unpacker.implicit_dirs)
+        .context("cannot write the layer metadata")?;
     Ok(archive.into_inner())
 }
 
@@ -70,6 +77,8 @@ struct Unpacker<'m> {
     /// Final mode and mtime per directory, applied at the end.
     dirs: HashMap<PathBuf, Attrs>,
     meta: &'m mut dyn Write,
+    /// How many parents missing from the tar were made (the meta footer).
+    implicit_dirs: u64,
     buf: Vec<u8>,
 }
 
@@ -207,6 +216,7 @@ impl Unpacker<'_> {
                         },
                     };
                     self.record(EntryKind::ImplicitDir, attrs, &so_far)?;
+                    self.implicit_dirs += 1;
                 }
                 Err(Errno::EXIST) => {}
                 Err(err) => return Err(explain(self.root.as_fd(), err, &so_far)),
