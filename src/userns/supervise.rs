@@ -27,6 +27,7 @@ pub(super) fn run(spec: &Spec) -> Result<i32> {
     // A buffered line would otherwise be printed twice, once per process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    ensure_single_threaded()?;
     let init =
         match clone_into_namespaces(namespace_flags(spec)).map_err(diagnose::namespaces_refused)? {
             Forked::Child => {
@@ -51,6 +52,20 @@ pub(super) fn run(spec: &Spec) -> Result<i32> {
         let code = wait_forwarding(init, &signals)?;
         check_setup(code, &den_end)
     }
+}
+
+/// The kernel refuses a new user namespace to a multi-threaded process,
+/// and a fork of one may inherit locks no thread will release: a thread
+/// left over from an image pull is a bug to report, not to run with.
+fn ensure_single_threaded() -> Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(Iterator::count)
+        .unwrap_or(1);
+    anyhow::ensure!(
+        threads <= 1,
+        "den has {threads} threads where it must have one to start a container (a bug in den; please report it)"
+    );
+    Ok(())
 }
 
 fn namespace_flags(spec: &Spec) -> libc::c_int {
