@@ -52,6 +52,17 @@ enum Command {
     },
     /// List the project's commands (what `den` alone does)
     List,
+    /// Fetch an image from a registry into the store (see docs/registry.md)
+    Pull {
+        /// The platform to pull from a multi-platform image (default: linux/<this machine>)
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        /// Print only the final `pulled <ref> <digest>` line
+        #[arg(long, short)]
+        quiet: bool,
+        /// `[host[:port]/]name[:tag][@digest]`, e.g. `python:3.12`
+        reference: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -90,6 +101,11 @@ pub fn main() -> i32 {
             commands::shell::execute(container.as_deref(), network.into())
         }
         Command::List => commands::list::execute(),
+        Command::Pull {
+            platform,
+            quiet,
+            reference,
+        } => commands::pull::execute(&reference, platform.as_deref(), quiet),
     };
     match result {
         Ok(code) => code,

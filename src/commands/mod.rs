@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod list;
+pub mod pull;
 pub mod run;
 pub mod shell;
 

@@ -310,9 +310,7 @@ fn missing_required_keys() {
 fn bad_values_are_placed_at_the_value() {
     assert_eq!(
         err("containers:\n  dev:\n    from: docker://x\n"),
-        "3:11: `docker://x` is not an image source; \
-         expected `oci:<dir>[:<tag>]` (an OCI image layout) \
-         or `oci-archive:<file.tar>[:<tag>]`"
+        "3:11: `docker://x` is not an image source (a registry reference has no scheme: write `host/name:tag`); expected a registry reference `[host[:port]/]name[:tag][@sha256:<hex>]` (e.g. `python:3.12`), `oci:<dir>[:<tag>]` (an OCI image layout) or `oci-archive:<file.tar>[:<tag>]`"
     );
     assert_eq!(
         err("containers:\n  dev:\n    from: [oci:img]\n"),

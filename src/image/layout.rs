@@ -284,14 +284,95 @@ fn list_tags(entries: &[Descriptor]) -> String {
     }
 }
 
+/// The platform to pick from a multi-platform image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub os: String,
+    pub architecture: String,
+    /// None: any variant, preferring the host's defaults.
+    pub variant: Option<String>,
+}
+
+impl Wanted {
+    /// linux/<host architecture>.
+    pub fn host() -> Wanted {
+        Wanted {
+            os: "linux".into(),
+            architecture: spec::host_architecture().into(),
+            variant: None,
+        }
+    }
+
+    /// `os/arch[/variant]`, e.g. `linux/arm64/v8`.
+    pub fn parse(text: &str) -> Result<Wanted, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let ok =
+            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        match parts[..] {
+            [os, arch] | [os, arch, _] if parts.iter().all(ok) => Ok(Wanted {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+            }),
+            _ => Err(format!(
+                "`{text}` is not a platform; expected `os/arch[/variant]`, \
+                 e.g. `linux/amd64` or `linux/arm64/v8`"
+            )),
+        }
+    }
+
+    /// How well `p` fits: None if not at all, lower is better.
+    fn rank(&self, p: &spec::Platform) -> Option<usize> {
+        if p.os != self.os || p.architecture != self.architecture {
+            return None;
+        }
+        // arm64 images often omit their only variant, v8.
+        let normal = |v: Option<&'_ str>| -> Option<String> {
+            match (self.architecture.as_str(), v.filter(|v| !v.is_empty())) {
+                ("arm64", Some("v8")) | (_, None) => None,
+                (_, Some(v)) => Some(v.to_string()),
+            }
+        };
+        let variant = normal(p.variant.as_deref());
+        if let Some(wanted) = &self.variant {
+            return (normal(Some(wanted)) == variant).then_some(0);
+        }
+        let preference: &[Option<&str>] = match self.architecture.as_str() {
+            "arm" => &[Some("v7"), Some("v6"), Some("v5"), None],
+            "amd64" => &[None, Some("v1"), Some("v2")],
+            _ => &[None],
+        };
+        preference
+            .iter()
+            .position(|v| v.map(str::to_string) == variant)
+    }
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(variant) => write!(f, "/{variant}"),
+            None => Ok(()),
+        }
+    }
+}
+
 fn pick_platform(entries: &[Descriptor]) -> anyhow::Result<&Descriptor> {
-    let arch = spec::host_architecture();
-    let found = entries.iter().find(|d| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-    });
-    if let Some(found) = found {
+    pick_platform_for(entries, &Wanted::host())
+}
+
+/// The entry of an image index that best fits `wanted`; the error lists
+/// what the index offers.
+pub fn pick_platform_for<'a>(
+    entries: &'a [Descriptor],
+    wanted: &Wanted,
+) -> anyhow::Result<&'a Descriptor> {
+    let found = entries
+        .iter()
+        .filter_map(|d| Some((wanted.rank(d.platform.as_ref()?)?, d)))
+        .min_by_key(|(rank, _)| *rank);
+    if let Some((_, found)) = found {
         return Ok(found);
     }
     let offered: Vec<String> = entries
@@ -300,8 +381,13 @@ fn pick_platform(entries: &[Descriptor]) -> anyhow::Result<&Descriptor> {
         .filter(|p| p.os != "unknown")
         .map(ToString::to_string)
         .collect();
+    let what = if *wanted == Wanted::host() {
+        format!("a {wanted} variant for this host")
+    } else {
+        format!("a {wanted} variant")
+    };
     bail!(
-        "it is a multi-platform image without a linux/{arch} variant for this host; it offers: {}",
+        "it is a multi-platform image without {what}; it offers: {}",
         if offered.is_empty() {
             "nothing usable".to_string()
         } else {
@@ -325,5 +411,57 @@ mod tests {
             Some("index.json")
         );
         assert_eq!(member_name(Path::new("../index.json")), None);
+    }
+
+    fn entry(platform: &str) -> Descriptor {
+        let parts: Vec<&str> = platform.split('/').collect();
+        Descriptor {
+            media_type: None,
+            digest: platform.to_string(),
+            size: 1,
+            annotations: Default::default(),
+            platform: Some(spec::Platform {
+                os: parts[0].into(),
+                architecture: parts[1].into(),
+                variant: parts.get(2).map(|v| v.to_string()),
+            }),
+        }
+    }
+
+    #[test]
+    fn platform_choice() {
+        let entries: Vec<Descriptor> = [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "linux/arm/v6",
+            "linux/arm/v7",
+            "unknown/unknown",
+        ]
+        .iter()
+        .map(|p| entry(p))
+        .collect();
+        let pick = |w: &str| {
+            pick_platform_for(&entries, &Wanted::parse(w).unwrap()).map(|d| d.digest.clone())
+        };
+        assert_eq!(pick("linux/amd64").unwrap(), "linux/amd64");
+        assert_eq!(pick("linux/arm64").unwrap(), "linux/arm64/v8");
+        assert_eq!(pick("linux/arm64/v8").unwrap(), "linux/arm64/v8");
+        assert_eq!(pick("linux/arm").unwrap(), "linux/arm/v7");
+        assert_eq!(pick("linux/arm/v6").unwrap(), "linux/arm/v6");
+        let err = pick("linux/s390x").unwrap_err().to_string();
+        assert!(err.contains("without a linux/s390x variant"), "{err}");
+        assert!(
+            err.contains("linux/amd64, linux/arm64/v8, linux/arm/v6, linux/arm/v7"),
+            "{err}"
+        );
+        assert!(!err.contains("unknown"), "{err}");
+        assert!(pick("linux/arm/v5").is_err());
+        // arm64 without a variant matches a wanted v8.
+        let bare = [entry("linux/arm64")];
+        assert!(pick_platform_for(&bare, &Wanted::parse("linux/arm64/v8").unwrap()).is_ok());
+        assert_eq!(Wanted::host().os, "linux");
+        assert!(Wanted::parse("linux").is_err());
+        assert!(Wanted::parse("linux/amd64/v2/x").is_err());
+        assert!(Wanted::parse("linux//v2").is_err());
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! <store>/                     $DEN_DATA_DIR or ~/.local/share/den, mode 0700
-//!   blobs/sha256/<hex>         manifests and configs, verified, by digest
+//!   blobs/sha256/<hex>         manifests, indexes and configs, verified, by digest
 //!   images/<hex>.json          image record, by manifest digest: config digest,
 //!                              diff IDs (bottom first), runtime config, source
 //!   images/<hex>.used          empty; its mtime is when the image was last used
@@ -13,6 +13,8 @@
 //!   layers/<diff-id hex>/meta  original owners and modes of its entries (see `meta`)
 //!   sources/<hex>.json         source cache: (kind, canonical path, tag) →
 //!                              stamp of index.json / the archive + manifest digest
+//!   refs/<hex>.json            registry tags, by sha256("host/repo:tag"): what the
+//!                              tag named when last pulled (index or manifest digest)
 //!   locks/layer-<hex>.lock     flock held while a layer is being unpacked
 //!   tmp/                       work in progress, each entry flocked by its creator
 //!   scratch/                   empty; the runtime mounts a tmpfs over it
@@ -40,6 +42,7 @@ mod layer;
 mod layout;
 mod lock;
 pub mod meta;
+pub mod registry;
 mod source;
 mod spec;
 mod store;
@@ -50,5 +53,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use layer::{Event, LayerBlob};
+pub use layout::Wanted as Platform;
 pub use source::Source;
-pub use store::{Image, RuntimeConfig, Store};
+pub use store::{Image, Pulled, RuntimeConfig, Store, settle_threads, thread_count};

@@ -84,6 +84,10 @@ pub struct Manifest {
 pub struct ImageConfig {
     #[serde(default)]
     pub config: Option<ContainerConfig>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
     pub rootfs: RootFs,
 }
 

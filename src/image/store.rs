@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::Source;
 use super::digest::Digest;
 use super::implicit;
-use super::layer::{self, LayerBlob};
-use super::layout::{self, Layout};
+use super::layer::{self, BlobSource, LayerBlob, Progress};
+use super::layout::{self, Layout, Wanted};
 use super::lock::{self, TempEntry};
+use super::registry::{self, Client, Reference, RegistryBlobs};
 use super::spec::{self, Descriptor, ImageConfig, Manifest};
 
 const SUBDIRS: &[&str] = &[
@@ -22,6 +23,7 @@ const SUBDIRS: &[&str] = &[
     "images",
     "layers",
     "locks",
+    "refs",
     "sources",
     "tmp",
 ];
@@ -84,6 +86,31 @@ struct Stamp {
     ctime: (i64, i64),
 }
 
+/// `refs/<sha256 of "name:tag">.json`: what a tag resolved to when it was
+/// last pulled. `den run` uses it without asking the registry again.
+#[derive(Debug, Serialize, Deserialize)]
+struct RefRecord {
+    /// `host/repository`.
+    name: String,
+    tag: String,
+    /// What the tag named: an index, or the manifest itself.
+    digest: Digest,
+    /// The manifest pulled for the platform asked for.
+    manifest: Digest,
+    /// Seconds since the epoch.
+    pulled: u64,
+}
+
+/// The outcome of `Store::pull`.
+#[derive(Debug)]
+pub struct Pulled {
+    pub image: Image,
+    /// The manifest pulled (the image's ID).
+    pub manifest: Digest,
+    /// What the reference named: the index for multi-platform images.
+    pub top: Digest,
+}
+
 /// A source with its path made canonical.
 struct Located {
     canonical: PathBuf,
@@ -131,6 +158,16 @@ impl Store {
     /// if needed. An unchanged, already imported source costs a few stats
     /// and two small reads.
     pub fn resolve(&self, source: &Source) -> anyhow::Result<Image> {
+        if let Source::Registry(reference) = source {
+            let single = thread_count() == Some(1);
+            let image = self.resolve_registry(reference);
+            // den forks into user namespaces next: no thread may be left.
+            if single {
+                settle_threads();
+                debug_assert_eq!(thread_count(), Some(1), "a pull left threads behind");
+            }
+            return image;
+        }
         let located = locate(source)?;
         if let Some(image) = self.cached(&located) {
             return Ok(image);
@@ -242,6 +279,131 @@ impl Store {
         Ok(image)
     }
 
+    /// A registry image: from the store if the digest, or the tag as last
+    /// pulled, is there (no network); else pulled for this host.
+    fn resolve_registry(&self, reference: &Reference) -> anyhow::Result<Image> {
+        if let Some(image) = self.stored(reference, &Wanted::host()) {
+            return Ok(image);
+        }
+        self.pull(reference, &Wanted::host(), &layer::quiet)
+            .map(|pulled| pulled.image)
+            .with_context(|| format!("cannot pull image `{reference}`"))
+    }
+
+    /// The image `reference` names for `wanted`, if the store has it.
+    fn stored(&self, reference: &Reference, wanted: &Wanted) -> Option<Image> {
+        let top = match (&reference.digest, &reference.tag) {
+            (Some(digest), _) => digest.clone(),
+            (None, Some(tag)) => {
+                let record: RefRecord = read_json(&self.ref_path(reference, tag)).ok()?;
+                record.digest
+            }
+            (None, None) => return None,
+        };
+        if let Some(image) = self.load_image(&top) {
+            return Some(image);
+        }
+        // An index pulled before: choose the platform offline.
+        let mut digest = top;
+        for _ in 0..4 {
+            let bytes = fs::read(self.blob_path(&digest)).ok()?;
+            if Digest::of(&bytes) != digest || spec::sniff_kind(&bytes)? != spec::Kind::Index {
+                return None;
+            }
+            let index: spec::Index = serde_json::from_slice(&bytes).ok()?;
+            let entry = layout::pick_platform_for(&index.manifests, wanted).ok()?;
+            digest = Digest::parse(&entry.digest).ok()?;
+            if let Some(image) = self.load_image(&digest) {
+                return Some(image);
+            }
+        }
+        None
+    }
+
+    /// Pulls `reference` for `wanted` from its registry (always asking it
+    /// what a tag names now) and records the tag in `refs/`. Layers
+    /// already in the store are not fetched.
+    pub fn pull(
+        &self,
+        reference: &Reference,
+        wanted: &Wanted,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<Pulled> {
+        self.prepare()?;
+        let client = Client::new(reference);
+        let resolved = registry::resolve(&client, reference, wanted)?;
+        let manifest_digest = resolved.manifest.digest.clone();
+        let manifest: Manifest = serde_json::from_slice(&resolved.manifest.bytes)
+            .with_context(|| format!("{manifest_digest} is not a valid image manifest"))?;
+        check_media_types(&manifest, &manifest_digest)?;
+        let config_digest = Digest::parse(&manifest.config.digest)?;
+        let config_bytes = match fs::read(self.blob_path(&config_digest)) {
+            Ok(bytes) if Digest::of(&bytes) == config_digest => bytes,
+            _ => client.small_blob(&config_digest, manifest.config.size)?,
+        };
+        if resolved.indexes.is_empty() && *wanted != Wanted::host() {
+            // A single-platform image: it has to be the one asked for.
+            let config: ImageConfig = serde_json::from_slice(&config_bytes)
+                .with_context(|| format!("{config_digest} is not a valid image config"))?;
+            if let (Some(os), Some(arch)) = (&config.os, &config.architecture)
+                && (os != &wanted.os || arch != &wanted.architecture)
+            {
+                bail!("{reference} is a single-platform image for {os}/{arch}, not {wanted}");
+            }
+        }
+        let image = match self.load_image(&manifest_digest) {
+            Some(image) => {
+                if let Ok(config) = serde_json::from_slice::<ImageConfig>(&config_bytes)
+                    && let Ok(layers) = layer_blobs(&manifest, &config)
+                {
+                    layers
+                        .iter()
+                        .for_each(|layer| progress(layer::Event::Present { layer }));
+                }
+                image
+            }
+            None => self.import_parts(
+                &RegistryBlobs { client: &client },
+                (&manifest_digest, &resolved.manifest.bytes),
+                (&config_digest, &config_bytes),
+                &manifest,
+                &reference.to_string(),
+                progress,
+            )?,
+        };
+        for index in &resolved.indexes {
+            self.write_blob(&index.digest, &index.bytes)?;
+        }
+        if let (Some(tag), None) = (&reference.tag, &reference.digest) {
+            let record = RefRecord {
+                name: reference.name(),
+                tag: tag.clone(),
+                digest: resolved.top.clone(),
+                manifest: manifest_digest.clone(),
+                pulled: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            self.write_json(&self.ref_path(reference, tag), &record)?;
+        }
+        Ok(Pulled {
+            image,
+            manifest: manifest_digest,
+            top: resolved.top,
+        })
+    }
+
+    fn ref_path(&self, reference: &Reference, tag: &str) -> PathBuf {
+        let key = format!("{}:{tag}", reference.name());
+        self.root
+            .join("refs")
+            .join(format!("{}.json", Digest::of(key.as_bytes()).hex()))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
     fn prepare(&self) -> anyhow::Result<()> {
         for dir in SUBDIRS {
             let path = self.root.join(dir);
@@ -261,26 +423,47 @@ impl Store {
             .with_context(|| format!("{manifest_digest} is not a valid image manifest"))?;
         check_media_types(&manifest, &manifest_digest)?;
         let (config_digest, config_bytes) = layout.read_blob(&manifest.config)?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes)
-            .with_context(|| format!("{config_digest} is not a valid image config"))?;
-        let layers = layer_blobs(&manifest, &config)?;
+        self.import_parts(
+            layout,
+            (&manifest_digest, &manifest_bytes),
+            (&config_digest, &config_bytes),
+            &manifest,
+            label,
+            &layer::quiet,
+        )
+    }
 
-        layer::ensure_all(self, layout, &layers)?;
+    /// Unpacks the layers a verified manifest and config name, then
+    /// records the image.
+    fn import_parts(
+        &self,
+        blobs: &dyn BlobSource,
+        (manifest_digest, manifest_bytes): (&Digest, &[u8]),
+        (config_digest, config_bytes): (&Digest, &[u8]),
+        manifest: &Manifest,
+        label: &str,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<Image> {
+        let config: ImageConfig = serde_json::from_slice(config_bytes)
+            .with_context(|| format!("{config_digest} is not a valid image config"))?;
+        let layers = layer_blobs(manifest, &config)?;
+
+        layer::ensure_all(self, blobs, &layers, progress)?;
         implicit::check_image(self, &layers)?;
         // Blobs and the record only once every layer is in and the image
         // passed: a rejected image leaves nothing behind but verified
         // layers.
-        self.write_blob(&manifest_digest, &manifest_bytes)?;
-        self.write_blob(&config_digest, &config_bytes)?;
+        self.write_blob(manifest_digest, manifest_bytes)?;
+        self.write_blob(config_digest, config_bytes)?;
         let record = ImageRecord {
             manifest: manifest_digest.clone(),
-            config: config_digest,
+            config: config_digest.clone(),
             diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
             runtime: runtime_config(config),
             source: label.to_string(),
         };
-        self.write_json(&self.record_path(&manifest_digest, "json"), &record)?;
-        self.load_image(&manifest_digest)
+        self.write_json(&self.record_path(manifest_digest, "json"), &record)?;
+        self.load_image(manifest_digest)
             .context("the image vanished from the store right after its import")
     }
 
@@ -328,6 +511,7 @@ fn locate(source: &Source) -> anyhow::Result<Located> {
     let (path, tag, is_archive) = match source {
         Source::OciLayout { path, tag } => (path, tag, false),
         Source::OciArchive { path, tag } => (path, tag, true),
+        Source::Registry(_) => bail!("`{source}` is a registry image, not a local one"),
     };
     let canonical = fs::canonicalize(path)
         .with_context(|| format!("image source `{source}`: cannot find `{}`", path.display()))?;
@@ -350,6 +534,25 @@ fn locate(source: &Source) -> anyhow::Result<Located> {
         is_archive,
         stamp,
     })
+}
+
+/// Waits up to 100 ms for joined threads to leave `/proc/self/task`
+/// (a joined thread can linger there for a moment while the kernel
+/// tears it down). Returns whether the process is single-threaded.
+pub fn settle_threads() -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+    loop {
+        match thread_count() {
+            None | Some(1) => return true,
+            Some(_) if std::time::Instant::now() >= deadline => return false,
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+}
+
+/// How many threads this process has (None if /proc is not mounted).
+pub fn thread_count() -> Option<usize> {
+    Some(fs::read_dir("/proc/self/task").ok()?.count())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
