@@ -9,6 +9,7 @@
 
 pub mod oci;
 pub mod pty;
+pub mod registry;
 pub mod spawned;
 
 use std::fs;
@@ -81,12 +82,26 @@ pub fn test_ids() -> (u32, u32) {
 pub fn den_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("den-test-bin-{}", std::process::id()));
+        // One copy per build, shared by every test process: named after
+        // the build's size and mtime, written under a temporary name and
+        // renamed so that concurrent test binaries never see half a copy.
+        use std::os::unix::fs::MetadataExt;
+        let source = Path::new(env!("CARGO_BIN_EXE_den"));
+        let meta = fs::metadata(source).expect("stat den");
+        let dir = std::env::temp_dir().join(format!("den-test-bin-{}", test_ids().0));
         fs::create_dir_all(&dir).expect("create binary dir");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod binary dir");
-        let target = dir.join("den");
-        fs::copy(env!("CARGO_BIN_EXE_den"), &target).expect("copy den");
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).expect("chmod den");
+        let target = dir.join(format!(
+            "den-{}-{}",
+            meta.size(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+        ));
+        if !target.exists() {
+            let partial = dir.join(format!(".den-{}", std::process::id()));
+            fs::copy(source, &partial).expect("copy den");
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).expect("chmod den");
+            fs::rename(&partial, &target).expect("place den");
+        }
         target
     })
 }
