@@ -82,26 +82,36 @@ pub fn test_ids() -> (u32, u32) {
 pub fn den_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        // One copy per build, shared by every test process: named after
-        // the build's size and mtime, written under a temporary name and
-        // renamed so that concurrent test binaries never see half a copy.
+        // One copy per build, shared by every test process: a directory
+        // named after the build's size and mtime, filled under a temporary
+        // name and renamed, so concurrent test binaries never see half a
+        // copy. The file keeps the name `den` (tests look for it in ps).
         use std::os::unix::fs::MetadataExt;
         let source = Path::new(env!("CARGO_BIN_EXE_den"));
         let meta = fs::metadata(source).expect("stat den");
-        let dir = std::env::temp_dir().join(format!("den-test-bin-{}", test_ids().0));
-        fs::create_dir_all(&dir).expect("create binary dir");
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod binary dir");
-        let target = dir.join(format!(
-            "den-{}-{}",
+        let parent = std::env::temp_dir().join(format!("den-test-bin-{}", test_ids().0));
+        fs::create_dir_all(&parent).expect("create binary dir");
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o755)).expect("chmod binary dir");
+        let dir = parent.join(format!(
+            "{}-{}.{}",
             meta.size(),
-            meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+            meta.mtime(),
+            meta.mtime_nsec()
         ));
-        if !target.exists() {
-            let partial = dir.join(format!(".den-{}", std::process::id()));
-            fs::copy(source, &partial).expect("copy den");
-            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).expect("chmod den");
-            fs::rename(&partial, &target).expect("place den");
+        if !dir.exists() {
+            let partial = parent.join(format!(".partial-{}", std::process::id()));
+            fs::create_dir_all(&partial).expect("create binary dir");
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))
+                .expect("chmod binary dir");
+            fs::copy(source, partial.join("den")).expect("copy den");
+            fs::set_permissions(partial.join("den"), fs::Permissions::from_mode(0o755))
+                .expect("chmod den");
+            if fs::rename(&partial, &dir).is_err() {
+                // Another test process placed it first.
+                let _ = fs::remove_dir_all(&partial);
+            }
         }
+        let target = dir.join("den");
         target
     })
 }
