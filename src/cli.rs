@@ -63,6 +63,25 @@ enum Command {
         /// `[host[:port]/]name[:tag][@digest]`, e.g. `python:3.12`
         reference: String,
     },
+    /// Re-resolve the project's registry tags and rewrite den.lock
+    Update {
+        /// Containers to update (default: all)
+        containers: Vec<String>,
+    },
+    /// List the images in the store
+    Images,
+    /// Remove images from the store (their layers go at the next `den gc`)
+    Rmi {
+        /// `name:tag`, an `oci:` source, or an ID prefix (see `den images`)
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove unused images, layers and leftovers from the store
+    Gc {
+        /// Only report what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -106,6 +125,10 @@ pub fn main() -> i32 {
             quiet,
             reference,
         } => commands::pull::execute(&reference, platform.as_deref(), quiet),
+        Command::Update { containers } => commands::update::execute(&containers),
+        Command::Images => commands::images::execute(),
+        Command::Rmi { images } => commands::rmi::execute(&images),
+        Command::Gc { dry_run } => commands::gc::execute(dry_run),
     };
     match result {
         Ok(code) => code,

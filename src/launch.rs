@@ -6,8 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::config::lockfile::{Entry, LockFile};
 use crate::config::{Container, Network, Project};
-use crate::image::{Image, Store};
+use crate::image::{Image, Source, Store};
 use crate::userns::{self, Spec};
 
 /// What to run and how, beyond the container's own settings.
@@ -31,7 +32,11 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         .get(request.container)
         .with_context(|| format!("den.yaml has no container `{}`", request.container))?;
     let store = Store::open_default()?;
-    let image = store.resolve(&container.from)?;
+    // Held until the container exits: `den gc` must not remove its
+    // layers. Close-on-exec: no program in the container inherits it
+    // (the container's init, a clone of den, holds a copy until it ends).
+    let _store_lock = store.lock_shared()?;
+    let image = resolve_image(&store, request.project, request.container, &container.from)?;
     let argv = match request.argv.is_empty() {
         true => default_argv(&image)?,
         false => request.argv.clone(),
@@ -50,6 +55,48 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         tty,
     };
     userns::run(&spec)
+}
+
+/// The container's image. A registry tag goes through den.lock: the
+/// digest recorded there is used (no network when the store has it);
+/// without an entry for this `from:`, the tag is resolved and recorded.
+pub fn resolve_image(
+    store: &Store,
+    project: &Project,
+    container: &str,
+    from: &Source,
+) -> Result<Image> {
+    let reference = match from {
+        Source::Registry(reference) if reference.tag.is_some() && reference.digest.is_none() => {
+            reference
+        }
+        _ => return store.resolve(from),
+    };
+    let mut lock = LockFile::load(&project.root)?;
+    let from_text = reference.to_string();
+    let pin = lock
+        .get(container, &from_text)
+        .map(|entry| entry.digest.clone());
+    let (image, top) = store.resolve_locked(reference, pin.as_deref())?;
+    let entry = Entry {
+        from: from_text,
+        digest: top,
+        manifest: image.id.clone(),
+    };
+    // Only a changed pin is written: the manifest differs per platform,
+    // and den.lock must not flip between teammates' machines.
+    let same_pin = lock
+        .get(container, &entry.from)
+        .is_some_and(|old| old.digest == entry.digest);
+    if !same_pin {
+        lock.set(container, entry);
+        let containers = &project.config.containers;
+        lock.retain(|name| containers.contains_key(name));
+        if let Err(err) = lock.save() {
+            eprintln!("den: warning: {err:#}");
+        }
+    }
+    Ok(image)
 }
 
 /// The image's own entrypoint and command, as `docker run <image>` does.
@@ -130,7 +177,7 @@ fn set(env: &mut Vec<(String, String)>, name: &str, value: String) {
 mod tests {
     use super::*;
     use crate::config::User;
-    use crate::image::{RuntimeConfig, Source};
+    use crate::image::RuntimeConfig;
 
     fn container(workdir: Option<&str>) -> Container {
         Container {

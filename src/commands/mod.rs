@@ -2,10 +2,14 @@
 //! library rooms (config, image, userns) through `launch`.
 
 pub mod exec;
+pub mod gc;
+pub mod images;
 pub mod list;
 pub mod pull;
+pub mod rmi;
 pub mod run;
 pub mod shell;
+pub mod update;
 
 use anyhow::Result;
 

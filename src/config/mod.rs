@@ -6,6 +6,7 @@
 //! image source parses, so later stages never need to re-check.
 
 mod error;
+pub mod lockfile;
 mod schema;
 mod suggest;
 #[cfg(test)]

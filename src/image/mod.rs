@@ -16,6 +16,8 @@
 //!   refs/<hex>.json            registry tags, by sha256("host/repo:tag"): what the
 //!                              tag named when last pulled (index or manifest digest)
 //!   locks/layer-<hex>.lock     flock held while a layer is being unpacked
+//!   locks/store.lock           flock: shared by pulls, imports and running
+//!                              containers, exclusive for `den gc`
 //!   tmp/                       work in progress, each entry flocked by its creator
 //!   scratch/                   empty; the runtime mounts a tmpfs over it
 //! ```
@@ -37,6 +39,7 @@
 
 mod digest;
 mod fsx;
+mod gc;
 mod implicit;
 mod layer;
 mod layout;
@@ -53,7 +56,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use gc::{GcReport, Listed};
 pub use layer::{Event, LayerBlob};
 pub use layout::Wanted as Platform;
 pub use source::Source;
-pub use store::{Image, Pulled, RuntimeConfig, Store, settle_threads, thread_count};
+pub use store::{Image, Pulled, RuntimeConfig, Store, StoreLock, settle_threads, thread_count};

@@ -57,22 +57,25 @@ pub struct RuntimeConfig {
 
 /// `images/<manifest hex>.json`.
 #[derive(Debug, Serialize, Deserialize)]
-struct ImageRecord {
-    manifest: Digest,
-    config: Digest,
-    diff_ids: Vec<Digest>,
-    runtime: RuntimeConfig,
+pub(super) struct ImageRecord {
+    pub(super) manifest: Digest,
+    pub(super) config: Digest,
+    pub(super) diff_ids: Vec<Digest>,
+    pub(super) runtime: RuntimeConfig,
     /// Where it was first imported from (informational).
-    source: String,
+    pub(super) source: String,
+    /// Bytes of its layers' unpacked files, taken at import (`den images`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) size: Option<u64>,
 }
 
 /// `sources/<sha256 of kind, path, tag>.json`: what a source resolved to
 /// when its stamp was taken.
 #[derive(Debug, Serialize, Deserialize)]
-struct SourceRecord {
-    source: String,
+pub(super) struct SourceRecord {
+    pub(super) source: String,
     stamp: Stamp,
-    image: Digest,
+    pub(super) image: Digest,
 }
 
 /// Identity and version of index.json (layouts) or the tar (archives);
@@ -89,16 +92,24 @@ struct Stamp {
 /// `refs/<sha256 of "name:tag">.json`: what a tag resolved to when it was
 /// last pulled. `den run` uses it without asking the registry again.
 #[derive(Debug, Serialize, Deserialize)]
-struct RefRecord {
+pub(super) struct RefRecord {
     /// `host/repository`.
-    name: String,
-    tag: String,
+    pub(super) name: String,
+    pub(super) tag: String,
     /// What the tag named: an index, or the manifest itself.
-    digest: Digest,
+    pub(super) digest: Digest,
     /// The manifest pulled for the platform asked for.
-    manifest: Digest,
+    pub(super) manifest: Digest,
     /// Seconds since the epoch.
-    pulled: u64,
+    pub(super) pulled: u64,
+}
+
+/// A hold on `locks/store.lock`: shared by imports, pulls and running
+/// containers, exclusive for `den gc`. The file is opened close-on-exec,
+/// so no program den starts inherits it.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: fs::File,
 }
 
 /// The outcome of `Store::pull`.
@@ -203,7 +214,7 @@ impl Store {
         self.root.join("tmp")
     }
 
-    fn record_path(&self, manifest: &Digest, extension: &str) -> PathBuf {
+    pub(super) fn record_path(&self, manifest: &Digest, extension: &str) -> PathBuf {
         self.root
             .join("images")
             .join(format!("{}.{extension}", manifest.hex()))
@@ -256,6 +267,7 @@ impl Store {
 
     fn resolve_slow(&self, source: &Source, located: &Located) -> anyhow::Result<Image> {
         self.prepare()?;
+        let _shared = self.lock_shared()?;
         let layout = if located.is_archive {
             Layout::open_archive(&located.canonical)?
         } else {
@@ -330,6 +342,7 @@ impl Store {
         progress: Progress<'_>,
     ) -> anyhow::Result<Pulled> {
         self.prepare()?;
+        let _shared = self.lock_shared()?;
         let client = Client::new(reference);
         let resolved = registry::resolve(&client, reference, wanted)?;
         let manifest_digest = resolved.manifest.digest.clone();
@@ -393,14 +406,101 @@ impl Store {
         })
     }
 
-    fn ref_path(&self, reference: &Reference, tag: &str) -> PathBuf {
+    /// Takes `locks/store.lock` shared, waiting while a `den gc` runs.
+    pub fn lock_shared(&self) -> anyhow::Result<StoreLock> {
+        let file = self.open_store_lock()?;
+        file.lock_shared()
+            .with_context(|| format!("cannot lock `{}`", self.lock_path("store").display()))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Takes `locks/store.lock` exclusively, or returns None when
+    /// another den holds it (a pull, an import or a running container).
+    pub fn try_lock_exclusive(&self) -> anyhow::Result<Option<StoreLock>> {
+        let file = self.open_store_lock()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StoreLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(err)) => Err(err)
+                .with_context(|| format!("cannot lock `{}`", self.lock_path("store").display())),
+        }
+    }
+
+    fn open_store_lock(&self) -> anyhow::Result<fs::File> {
+        let path = self.lock_path("store");
+        if let Some(dir) = path.parent() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        }
+        // std opens with O_CLOEXEC.
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file `{}`", path.display()))
+    }
+
+    /// A registry reference with a tag, for den.lock: with `pin` (the
+    /// digest den.lock recorded) that digest is used, from the store or
+    /// pulled by digest, whatever the tag names now; without, the tag as
+    /// last pulled, or pulled now. Returns the image and the digest the
+    /// tag stands for (index or manifest).
+    pub fn resolve_locked(
+        &self,
+        reference: &Reference,
+        pin: Option<&str>,
+    ) -> anyhow::Result<(Image, String)> {
+        let single = thread_count() == Some(1);
+        let result = self.resolve_locked_inner(reference, pin);
+        if single {
+            settle_threads();
+            debug_assert_eq!(thread_count(), Some(1), "a pull left threads behind");
+        }
+        result
+    }
+
+    fn resolve_locked_inner(
+        &self,
+        reference: &Reference,
+        pin: Option<&str>,
+    ) -> anyhow::Result<(Image, String)> {
+        let wanted = Wanted::host();
+        if let Some(pin) = pin {
+            let mut pinned = reference.clone();
+            pinned.digest = Some(Digest::parse(pin)?);
+            if let Some(image) = self.stored(&pinned, &wanted) {
+                return Ok((image, pin.to_string()));
+            }
+            let pulled = self
+                .pull(&pinned, &wanted, &layer::quiet)
+                .with_context(|| format!("cannot pull image `{reference}` at {pin} (den.lock)"))?;
+            return Ok((pulled.image, pin.to_string()));
+        }
+        if let Some(tag) = &reference.tag
+            && let Ok(record) = read_json::<RefRecord>(&self.ref_path(reference, tag))
+            && let Some(image) = self.stored(reference, &wanted)
+        {
+            return Ok((image, record.digest.to_string()));
+        }
+        let pulled = self
+            .pull(reference, &wanted, &layer::quiet)
+            .with_context(|| format!("cannot pull image `{reference}`"))?;
+        Ok((pulled.image, pulled.top.to_string()))
+    }
+
+    pub(super) fn ref_path(&self, reference: &Reference, tag: &str) -> PathBuf {
         let key = format!("{}:{tag}", reference.name());
         self.root
             .join("refs")
             .join(format!("{}.json", Digest::of(key.as_bytes()).hex()))
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
@@ -461,6 +561,12 @@ impl Store {
             diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
             runtime: runtime_config(config),
             source: label.to_string(),
+            size: Some(
+                layers
+                    .iter()
+                    .map(|l| tree_size(&self.layer_path(&l.diff_id)))
+                    .sum(),
+            ),
         };
         self.write_json(&self.record_path(manifest_digest, "json"), &record)?;
         self.load_image(manifest_digest)
@@ -555,7 +661,25 @@ pub fn thread_count() -> Option<usize> {
     Some(fs::read_dir("/proc/self/task").ok()?.count())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+/// Bytes of the files under `path` (lstat sizes; a tree we cannot read
+/// counts what we could).
+pub(super) fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| tree_size(&entry.path()))
+        .sum()
+}
+
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     Ok(serde_json::from_slice(&fs::read(path)?)?)
 }
 

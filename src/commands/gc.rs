@@ -1,0 +1,23 @@
+//! `den gc [--dry-run]`: free the store's unused images, layers, blobs
+//! and leftovers. Refuses while another den uses the store.
+
+use anyhow::Result;
+
+use crate::image::Store;
+
+pub fn execute(dry_run: bool) -> Result<i32> {
+    let store = Store::open_default()?;
+    let report = store.gc(dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let freed = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{verb} {} image(s), {} layer(s), {} blob(s), {} temporary entr{}; {freed} {}",
+        report.images,
+        report.layers,
+        report.blobs,
+        report.tmp,
+        if report.tmp == 1 { "y" } else { "ies" },
+        super::images::human_size(report.bytes)
+    );
+    Ok(0)
+}

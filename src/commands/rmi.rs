@@ -1,0 +1,25 @@
+//! `den rmi <image>…`: remove images from the store by reference
+//! (`name:tag`, an `oci:` source) or ID prefix. Only names and image
+//! records go; `den gc` frees their layers.
+
+use anyhow::Result;
+
+use crate::image::Store;
+
+pub fn execute(images: &[String]) -> Result<i32> {
+    let store = Store::open_default()?;
+    let mut failed = false;
+    for image in images {
+        match store.remove_image(image) {
+            Ok(id) => println!("removed {image} ({})", super::update::short(&id)),
+            Err(err) => {
+                eprintln!("den: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        anyhow::bail!("some images were not removed");
+    }
+    Ok(0)
+}

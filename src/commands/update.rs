@@ -1,0 +1,78 @@
+//! `den update [<container>…]`: re-resolve the registry tags of the
+//! project's containers (all by default), pull what changed and rewrite
+//! den.lock. One line per container: `<name>: <old12> → <new12>`,
+//! `<name>: up to date (<digest12>)` or why it has nothing to update.
+
+use anyhow::{Context, Result};
+
+use crate::config::lockfile::{Entry, LockFile};
+use crate::image::{Platform, Source, Store};
+
+pub fn execute(containers: &[String]) -> Result<i32> {
+    let (project, _) = super::current_project()?;
+    for name in containers {
+        super::check_container(&project, name)?;
+    }
+    let names: Vec<String> = match containers.is_empty() {
+        true => project.config.containers.keys().cloned().collect(),
+        false => containers.to_vec(),
+    };
+    let store = Store::open_default()?;
+    let mut lock = LockFile::load(&project.root)?;
+    let mut result = Ok(());
+    for name in &names {
+        let from = &project.config.containers[name.as_str()].from;
+        let reference = match from {
+            Source::Registry(reference)
+                if reference.tag.is_some() && reference.digest.is_none() =>
+            {
+                reference
+            }
+            Source::Registry(_) => {
+                println!("{name}: pinned by digest in den.yaml ({from})");
+                continue;
+            }
+            _ => {
+                println!("{name}: not a registry image ({from})");
+                continue;
+            }
+        };
+        let pulled = match store
+            .pull(reference, &Platform::host(), &|_| {})
+            .with_context(|| format!("{name}: cannot update `{reference}`"))
+        {
+            Ok(pulled) => pulled,
+            Err(err) => {
+                // The others still get updated; den exits 125 at the end.
+                eprintln!("den: {err:#}");
+                result = Err(anyhow::anyhow!("some containers could not be updated"));
+                continue;
+            }
+        };
+        let entry = Entry {
+            from: reference.to_string(),
+            digest: pulled.top.to_string(),
+            manifest: pulled.manifest.to_string(),
+        };
+        match lock.get_any(name) {
+            Some(old) if *old == entry => {
+                println!("{name}: up to date ({})", short(&entry.digest));
+            }
+            Some(old) => println!("{name}: {} → {}", short(&old.digest), short(&entry.digest)),
+            None => println!("{name}: (new) → {}", short(&entry.digest)),
+        }
+        lock.set(name, entry);
+    }
+    // den forks no container here, but keep the invariant pulls promise.
+    crate::image::settle_threads();
+    let containers = &project.config.containers;
+    lock.retain(|name| containers.contains_key(name));
+    lock.save()?;
+    result.map(|()| 0)
+}
+
+/// The first 12 hex digits of a `sha256:<hex>` digest.
+pub(crate) fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
