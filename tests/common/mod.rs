@@ -111,8 +111,7 @@ pub fn den_binary() -> &'static Path {
                 let _ = fs::remove_dir_all(&partial);
             }
         }
-        let target = dir.join("den");
-        target
+        dir.join("den")
     })
 }
 
