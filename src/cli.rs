@@ -63,6 +63,22 @@ enum Command {
         /// `[host[:port]/]name[:tag][@digest]`, e.g. `python:3.12`
         reference: String,
     },
+    /// Check a user name and password against a registry and save them (see docs/registry.md)
+    Login {
+        /// The user name (asked for on the terminal when not given)
+        #[arg(long, short)]
+        username: Option<String>,
+        /// Read the password from stdin (default: ask on the terminal, without echo)
+        #[arg(long)]
+        password_stdin: bool,
+        /// `host[:port]`, e.g. `ghcr.io`, `docker.io` or `127.0.0.1:5000`
+        registry: String,
+    },
+    /// Remove a registry's saved credentials from every file den reads
+    Logout {
+        /// `host[:port]`, as given to `den login`
+        registry: String,
+    },
     /// Re-resolve the project's registry tags and rewrite den.lock
     Update {
         /// Containers to update (default: all)
@@ -125,6 +141,12 @@ pub fn main() -> i32 {
             quiet,
             reference,
         } => commands::pull::execute(&reference, platform.as_deref(), quiet),
+        Command::Login {
+            username,
+            password_stdin,
+            registry,
+        } => commands::login::execute(&registry, username.as_deref(), password_stdin),
+        Command::Logout { registry } => commands::logout::execute(&registry),
         Command::Update { containers } => commands::update::execute(&containers),
         Command::Images => commands::images::execute(),
         Command::Rmi { images } => commands::rmi::execute(&images),

@@ -5,6 +5,8 @@ pub mod exec;
 pub mod gc;
 pub mod images;
 pub mod list;
+pub mod login;
+pub mod logout;
 pub mod pull;
 pub mod rmi;
 pub mod run;

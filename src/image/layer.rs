@@ -61,8 +61,13 @@ impl BlobSource for Layout {
 /// What happens to each layer, for progress output.
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// This many layers (and compressed bytes) are missing and will be
+    /// fetched; sent once, before any `Fetching`.
+    Planned { bytes: u64, layers: usize },
     /// The layer is being fetched (or read) and unpacked.
     Fetching { layer: &'a LayerBlob },
+    /// `bytes` more of its compressed blob arrived.
+    Bytes { layer: &'a LayerBlob, bytes: u64 },
     /// It is in the store now.
     Done {
         layer: &'a LayerBlob,
@@ -96,6 +101,12 @@ pub fn ensure_all(
         } else {
             missing.push(layer);
         }
+    }
+    if !missing.is_empty() {
+        progress(Event::Planned {
+            bytes: missing.iter().map(|layer| layer.size).sum(),
+            layers: missing.len(),
+        });
     }
     let workers = source.workers().min(missing.len());
     if workers <= 1 {
@@ -156,7 +167,7 @@ fn ensure(
     let started = Instant::now();
     progress(Event::Fetching { layer });
     let tmp = TempEntry::dir(&store.tmp_path(), "layer")?;
-    unpack_verified(tmp.path(), source, layer)
+    unpack_verified(tmp.path(), source, layer, progress)
         .map_err(|err| {
             if is_disk_full(&err) {
                 anyhow::anyhow!(
@@ -184,11 +195,15 @@ fn ensure(
     Ok(())
 }
 
-fn is_disk_full(err: &anyhow::Error) -> bool {
+/// Whether an `ENOSPC` (or `EDQUOT`) is somewhere in the chain.
+pub(crate) fn is_disk_full(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::StorageFull)
+        cause.downcast_ref::<io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        })
     })
 }
 
@@ -198,14 +213,19 @@ fn is_disk_full(err: &anyhow::Error) -> bool {
 /// Two scoped threads: one reads the blob, hashes and decompresses it
 /// into 256 KiB chunks; the other hashes the tar and unpacks it. A
 /// bounded channel joins them; both are joined before this returns.
-fn unpack_verified(dir: &Path, source: &dyn BlobSource, layer: &LayerBlob) -> anyhow::Result<()> {
+fn unpack_verified(
+    dir: &Path,
+    source: &dyn BlobSource,
+    layer: &LayerBlob,
+    progress: Progress<'_>,
+) -> anyhow::Result<()> {
     let root = dir.join("fs");
     DirBuilder::new().mode(0o755).create(&root)?;
     let mut meta = BufWriter::new(File::create(dir.join("meta"))?);
     let (sender, receiver) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_CHUNKS);
 
     let (fetched, unpacked) = std::thread::scope(|scope| {
-        let fetch = scope.spawn(move || fetch_and_decompress(source, layer, &sender));
+        let fetch = scope.spawn(move || fetch_and_decompress(source, layer, &sender, progress));
         let unpacked = (|| -> anyhow::Result<Digest> {
             let tar = HashingReader::new(ChunkReader::new(receiver));
             let tar = unpack::unpack(tar, &root, &mut meta)?;
@@ -237,9 +257,14 @@ fn fetch_and_decompress(
     source: &dyn BlobSource,
     layer: &LayerBlob,
     sender: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    progress: Progress<'_>,
 ) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<bool> {
-        let blob = source.open(layer)?;
+        let blob: Box<dyn Read + Send + '_> = Box::new(Counting {
+            inner: source.open(layer)?,
+            layer,
+            progress,
+        });
         let compressed = BufReader::with_capacity(READ_BUFFER, HashingReader::new(blob));
         let mut decoder = Decoder::sniff(compressed).context("cannot read the layer blob")?;
         loop {
@@ -282,6 +307,26 @@ fn fetch_and_decompress(
         let _ = sender.send(Err(io::Error::other(format!("{err:#}"))));
     }
     result.map(|_| ())
+}
+
+/// Reports the bytes read through it as `Event::Bytes`.
+struct Counting<'a, R> {
+    inner: R,
+    layer: &'a LayerBlob,
+    progress: Progress<'a>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            (self.progress)(Event::Bytes {
+                layer: self.layer,
+                bytes: n as u64,
+            });
+        }
+        Ok(n)
+    }
 }
 
 /// Reads the chunks the fetch stage sends; a closed channel is the end.
@@ -427,7 +472,7 @@ mod tests {
             blob: layer.blob.clone(),
             cut: None,
         };
-        unpack_verified(dir.path(), &source, &blob).unwrap();
+        unpack_verified(dir.path(), &source, &blob, &quiet).unwrap();
         assert!(dir.path().join("fs/f199").is_file());
     }
 
@@ -440,7 +485,7 @@ mod tests {
             blob: layer.blob.clone(),
             cut: Some(cut),
         };
-        let err = unpack_verified(dir.path(), &source, &blob).unwrap_err();
+        let err = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap_err();
         assert!(
             format!("{err:#}").contains("connection reset by test"),
             "{err:#}"
@@ -456,7 +501,7 @@ mod tests {
             blob: layer.blob.clone(),
             cut: None,
         };
-        let err = unpack_verified(dir.path(), &source, &blob).unwrap_err();
+        let err = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap_err();
         assert!(
             format!("{err:#}").contains("the blob is corrupt"),
             "{err:#}"

@@ -45,6 +45,7 @@ mod layer;
 mod layout;
 mod lock;
 pub mod meta;
+pub mod progress;
 pub mod registry;
 mod source;
 mod spec;

@@ -297,7 +297,7 @@ impl Store {
         if let Some(image) = self.stored(reference, &Wanted::host()) {
             return Ok(image);
         }
-        self.pull(reference, &Wanted::host(), &layer::quiet)
+        self.pull_implicitly(reference, &Wanted::host())
             .map(|pulled| pulled.image)
             .with_context(|| format!("cannot pull image `{reference}`"))
     }
@@ -477,7 +477,7 @@ impl Store {
                 return Ok((image, pin.to_string()));
             }
             let pulled = self
-                .pull(&pinned, &wanted, &layer::quiet)
+                .pull_implicitly(&pinned, &wanted)
                 .with_context(|| format!("cannot pull image `{reference}` at {pin} (den.lock)"))?;
             return Ok((pulled.image, pin.to_string()));
         }
@@ -488,7 +488,7 @@ impl Store {
             return Ok((image, record.digest.to_string()));
         }
         let pulled = self
-            .pull(reference, &wanted, &layer::quiet)
+            .pull_implicitly(reference, &wanted)
             .with_context(|| format!("cannot pull image `{reference}`"))?;
         Ok((pulled.image, pulled.top.to_string()))
     }

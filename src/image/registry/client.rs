@@ -22,8 +22,9 @@ use crate::image::digest::Digest;
 pub const INSECURE_ENV: &str = "DEN_INSECURE_REGISTRIES";
 const ATTEMPTS: u32 = 5;
 
-/// Whether `registry` (`host[:port]`) is spoken to over plain http:
-/// loopback hosts, and those listed in `$DEN_INSECURE_REGISTRIES`.
+/// Whether `registry` (`host[:port]`) may be spoken to over plain http:
+/// loopback hosts (http first, then https if the registry speaks TLS),
+/// and those listed in `$DEN_INSECURE_REGISTRIES` (http only).
 pub fn is_plain_http(registry: &str, insecure: Option<&str>) -> bool {
     let host = host_of(registry);
     let loopback = host == "localhost"
@@ -53,9 +54,11 @@ fn host_of(registry: &str) -> &str {
 pub struct Client {
     registry: String,
     repository: String,
-    base: String,
-    https: bool,
-    agent: Agent,
+    /// The API host (`registry-1.docker.io` for docker.io).
+    host: String,
+    scheme: SchemeRule,
+    /// Chosen on first use (loopback registries are probed).
+    transport: OnceLock<Transport>,
     /// Looked up on the first 401 only.
     credentials: OnceLock<Option<Credentials>>,
     /// The `Authorization` value that worked (Basic, or a Bearer token for
@@ -63,49 +66,197 @@ pub struct Client {
     authorization: Mutex<Option<String>>,
 }
 
+/// How the scheme is chosen (docs/registry.md, Transport).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SchemeRule {
+    Https,
+    /// Listed in `$DEN_INSECURE_REGISTRIES`.
+    Http,
+    /// Loopback: plain http, unless the registry answers like a TLS
+    /// server, then https (verified like any other).
+    HttpThenHttps,
+}
+
+struct Transport {
+    base: String,
+    https: bool,
+    agent: Agent,
+    /// A proxy variable that could not be used: every request fails.
+    proxy_error: Option<String>,
+}
+
+/// An agent for one scheme. Loopback hosts never go through a proxy;
+/// others use the proxy `proxy_for` names.
+fn agent(https: bool, proxy: Option<ureq::Proxy>) -> Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .https_only(https)
+        .max_redirects(5)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .user_agent(concat!("den/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .proxy(proxy)
+        .build()
+        .new_agent()
+}
+
+/// The proxy for `host` (no port) over http or https, from the
+/// environment as curl reads it: `HTTPS_PROXY` for https, `HTTP_PROXY`
+/// for http, else `ALL_PROXY` (each also lowercase); none for hosts
+/// matching `NO_PROXY`. `env` looks a variable up.
+fn proxy_for(
+    host: &str,
+    https: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<ureq::Proxy>> {
+    let set = |name: &str| {
+        env(name)
+            .or_else(|| env(&name.to_lowercase()))
+            .filter(|v| !v.trim().is_empty())
+    };
+    if let Some(list) = set("NO_PROXY")
+        && no_proxy_matches(&list, host)
+    {
+        return Ok(None);
+    }
+    let scheme_var = if https { "HTTPS_PROXY" } else { "HTTP_PROXY" };
+    let Some((name, url)) = [scheme_var, "ALL_PROXY"]
+        .into_iter()
+        .find_map(|name| set(name).map(|url| (name, url)))
+    else {
+        return Ok(None);
+    };
+    ureq::Proxy::new(url.trim())
+        .map(Some)
+        .map_err(|err| anyhow!("${name} (`{url}`) is not a usable proxy: {err}"))
+}
+
+/// `NO_PROXY` entries: `*`, `host`, `.domain` or `*.domain` (covering the
+/// domain and its subdomains), `host:port` (the port is ignored).
+fn no_proxy_matches(list: &str, host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    list.split(',').map(str::trim).any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let entry = entry.trim_start_matches('*').trim_start_matches('.');
+        let entry = match entry.rsplit_once(':') {
+            Some((name, port))
+                if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') =>
+            {
+                name
+            }
+            _ => entry,
+        };
+        let entry = entry
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
+    })
+}
+
+/// Whether a plain-http probe of a loopback registry says it speaks TLS:
+/// a Go server answers plain http on a TLS port with 400 ("Client sent
+/// an HTTP request to an HTTPS server"), others close or send garbage.
+/// A refused connection or a timeout says nothing: stay with http.
+fn speaks_tls(agent: &Agent, host: &str) -> bool {
+    match agent.get(format!("http://{host}/v2/")).call() {
+        Ok(response) => response.status() == StatusCode::BAD_REQUEST,
+        Err(ureq::Error::Io(err)) => !matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::TimedOut
+        ),
+        Err(
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Timeout(_),
+        ) => false,
+        Err(_) => true,
+    }
+}
+
 impl Client {
     pub fn new(reference: &Reference) -> Client {
         let insecure = std::env::var(INSECURE_ENV).ok();
-        let plain = is_plain_http(&reference.registry, insecure.as_deref());
         let host = reference.api_host().to_string();
-        let loopback = is_plain_http(&host, None);
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .build();
-        let mut config = Agent::config_builder()
-            .http_status_as_error(false)
-            .https_only(!plain)
-            .max_redirects(5)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .user_agent(concat!("den/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls);
-        if loopback {
-            config = config.proxy(None);
-        }
+        // Loopback first (even when listed): http, or https if it speaks TLS.
+        let scheme = if is_plain_http(&host, None) {
+            SchemeRule::HttpThenHttps
+        } else if is_plain_http(&reference.registry, insecure.as_deref()) {
+            SchemeRule::Http
+        } else {
+            SchemeRule::Https
+        };
         Client {
             registry: reference.registry.clone(),
             repository: reference.repository.clone(),
-            base: format!("{}://{host}", if plain { "http" } else { "https" }),
-            https: !plain,
-            agent: config.build().new_agent(),
+            host,
+            scheme,
+            transport: OnceLock::new(),
             credentials: OnceLock::new(),
             authorization: Mutex::new(None),
         }
     }
 
+    fn transport(&self) -> &Transport {
+        self.transport.get_or_init(|| {
+            let loopback = self.scheme == SchemeRule::HttpThenHttps;
+            let https = match self.scheme {
+                SchemeRule::Https => true,
+                SchemeRule::Http => false,
+                SchemeRule::HttpThenHttps => speaks_tls(&agent(false, None), &self.host),
+            };
+            let proxy = if loopback {
+                Ok(None)
+            } else {
+                proxy_for(host_of(&self.host), https, &|name| std::env::var(name).ok())
+            };
+            let (proxy, proxy_error) = match proxy {
+                Ok(proxy) => (proxy, None),
+                Err(err) => (None, Some(format!("{err:#}"))),
+            };
+            Transport {
+                base: format!("{}://{}", if https { "https" } else { "http" }, self.host),
+                https,
+                agent: agent(https, proxy),
+                proxy_error,
+            }
+        })
+    }
+
+    fn agent(&self) -> &Agent {
+        &self.transport().agent
+    }
+
+    fn https(&self) -> bool {
+        self.transport().https
+    }
+
     fn url(&self, kind: &str, object: &str) -> String {
-        format!("{}/v2/{}/{kind}/{object}", self.base, self.repository)
+        format!(
+            "{}/v2/{}/{kind}/{object}",
+            self.transport().base,
+            self.repository
+        )
     }
 
     /// GET with retries and authentication; returns any final status but
     /// 401 (turned into an error) for the caller to judge.
     fn get(&self, url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response<Body>> {
+        if let Some(err) = &self.transport().proxy_error {
+            bail!("cannot reach registry {}: {err}", self.registry);
+        }
         let mut authenticated = false;
         let mut attempt = 0;
         loop {
-            let mut request = self.agent.get(url);
+            let mut request = self.agent().get(url);
             for (name, value) in headers {
                 request = request.header(*name, *value);
             }
@@ -145,21 +296,32 @@ impl Client {
     }
 
     fn transport_error(&self, err: ureq::Error) -> anyhow::Error {
+        let https = self.https();
+        let base = &self.transport().base;
+        let text = err.to_string();
+        // rustls' verdict may arrive wrapped in an io error.
+        if https && is_certificate_error(&err) {
+            return anyhow!(
+                "cannot reach registry {} ({base}): its TLS certificate is not trusted ({text}); \
+                 add the CA that signed it to the system's certificates, or point SSL_CERT_FILE \
+                 at a bundle that holds it",
+                self.registry
+            );
+        }
         let hint = match &err {
             ureq::Error::RequireHttpsOnly(_) => format!(
                 "; den refuses to follow {} to plain http (list the registry in {INSECURE_ENV} to use http)",
                 self.registry
             ),
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) if self.https => format!(
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) if https => format!(
                 "; if {} serves plain http, list it in {INSECURE_ENV}",
                 self.registry
             ),
             _ => String::new(),
         };
         anyhow!(
-            "cannot reach registry {} ({}): {err}{hint}",
-            self.registry,
-            self.base
+            "cannot reach registry {} ({base}): {err}{hint}",
+            self.registry
         )
     }
 
@@ -184,6 +346,9 @@ impl Client {
                 } else {
                     c.username.clone()
                 };
+                if self.repository.is_empty() {
+                    return anyhow!("{who} rejected the username or password for {user}");
+                }
                 anyhow!(
                     "{who} rejected the credentials for {user} (from {}) when pulling {}",
                     c.origin,
@@ -191,9 +356,8 @@ impl Client {
                 )
             }
             None => anyhow!(
-                "{host} needs credentials: add them for `{host}` to ~/.config/containers/auth.json \
-                 (or $REGISTRY_AUTH_FILE) or ~/.docker/config.json, e.g. with `podman login {host}` \
-                 or `docker login {host}`",
+                "{host} needs credentials: run `den login {host}` (or `podman login`, \
+                 `docker login`)",
                 host = self.registry
             ),
         }
@@ -242,13 +406,16 @@ impl Client {
         scope: Option<String>,
         credentials: Option<&Credentials>,
     ) -> anyhow::Result<String> {
-        if self.https && realm.starts_with("http://") {
+        if self.https() && realm.starts_with("http://") {
             bail!(
                 "{} sends den to a plain-http token server ({realm}); refusing",
                 self.registry
             );
         }
-        let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        // `den login` (no repository) asks for a token without a scope.
+        let scope = scope.or_else(|| {
+            (!self.repository.is_empty()).then(|| format!("repository:{}:pull", self.repository))
+        });
         let mut attempt = 0;
         let response = loop {
             let result = match credentials.map(|c| &c.secret) {
@@ -256,24 +423,30 @@ impl Client {
                     let mut form = vec![
                         ("grant_type", "refresh_token"),
                         ("refresh_token", token.as_str()),
-                        ("scope", scope.as_str()),
                         ("client_id", "den"),
                     ];
+                    if let Some(scope) = &scope {
+                        form.push(("scope", scope.as_str()));
+                    }
                     if let Some(service) = &service {
                         form.push(("service", service.as_str()));
                     }
-                    self.agent.post(realm).send_form(form)
+                    self.agent().post(realm).send_form(form)
                 }
                 secret => {
-                    let mut url = format!(
-                        "{realm}{}scope={}",
-                        if realm.contains('?') { '&' } else { '?' },
-                        auth::url_encode(&scope)
-                    );
-                    if let Some(service) = &service {
-                        url.push_str(&format!("&service={}", auth::url_encode(service)));
+                    let mut query = Vec::new();
+                    if let Some(scope) = &scope {
+                        query.push(format!("scope={}", auth::url_encode(scope)));
                     }
-                    let mut request = self.agent.get(&url);
+                    if let Some(service) = &service {
+                        query.push(format!("service={}", auth::url_encode(service)));
+                    }
+                    let mut url = realm.to_string();
+                    if !query.is_empty() {
+                        url.push(if realm.contains('?') { '&' } else { '?' });
+                        url.push_str(&query.join("&"));
+                    }
+                    let mut request = self.agent().get(&url);
                     if let (Some(Secret::Password(password)), Some(c)) = (secret, credentials) {
                         request = request.header("Authorization", basic(&c.username, password));
                     }
@@ -420,6 +593,35 @@ impl Client {
     }
 }
 
+/// `den login` (src/image/registry/login.rs): checking credentials.
+impl Client {
+    /// A client for `registry` alone (no repository) that answers
+    /// challenges with `credentials` instead of reading the auth files.
+    pub fn for_login(registry: &str, credentials: Credentials) -> Client {
+        let reference = Reference {
+            registry: registry.to_string(),
+            repository: String::new(),
+            tag: None,
+            digest: None,
+        };
+        let client = Client::new(&reference);
+        let _ = client.credentials.set(Some(credentials));
+        client
+    }
+
+    /// `GET /v2/` through the usual authentication: Ok when the registry
+    /// accepts the credentials (or needs none).
+    pub fn check_login(&self) -> anyhow::Result<()> {
+        let url = format!("{}/v2/", self.transport().base);
+        let response = self.get(&url, &[])?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("{} answered {status} for /v2/", self.registry);
+        }
+        Ok(())
+    }
+}
+
 pub struct ResumableBlob<'a> {
     client: &'a Client,
     url: String,
@@ -506,7 +708,15 @@ fn is_transient(err: &ureq::Error) -> bool {
     matches!(
         err,
         ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
-    )
+    ) && !is_certificate_error(err)
+}
+
+/// A TLS certificate the verifier rejected (no retry helps).
+fn is_certificate_error(err: &ureq::Error) -> bool {
+    matches!(
+        err,
+        ureq::Error::Io(_) | ureq::Error::Tls(_) | ureq::Error::Rustls(_)
+    ) && err.to_string().to_lowercase().contains("certificate")
 }
 
 fn retry_after(response: &Response<Body>) -> Option<Duration> {
@@ -535,6 +745,44 @@ fn backoff(attempt: u32, wait: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxies_by_scheme_and_no_proxy() {
+        let vars = [
+            ("HTTP_PROXY", "http://plain:1"),
+            ("https_proxy", "http://secure:2"),
+            (
+                "NO_PROXY",
+                "internal.lan, .corp.example,*.dev.example, 10.1.1.1:5000",
+            ),
+        ];
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let uri = |host: &str, https: bool| {
+            proxy_for(host, https, &env)
+                .unwrap()
+                .map(|p| format!("{}:{}", p.host(), p.port()))
+        };
+        assert_eq!(uri("reg.lan", false).as_deref(), Some("plain:1"));
+        assert_eq!(uri("reg.lan", true).as_deref(), Some("secure:2"));
+        for direct in [
+            "internal.lan",
+            "corp.example",
+            "a.corp.example",
+            "x.dev.example",
+            "10.1.1.1",
+        ] {
+            assert_eq!(uri(direct, true), None, "{direct}");
+        }
+        assert!(uri("notinternal.lan", true).is_some());
+        let all = |name: &str| (name == "ALL_PROXY").then(|| "socks9://x".to_string());
+        assert!(proxy_for("reg.lan", true, &all).is_err());
+        let none = |_: &str| None;
+        assert!(proxy_for("reg.lan", true, &none).unwrap().is_none());
+    }
 
     #[test]
     fn scheme_rules() {

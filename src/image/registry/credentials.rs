@@ -167,7 +167,7 @@ fn from_file(
 
 /// `https://index.docker.io/v1/` → `docker.io`; `http://h:5000/v2/` → `h:5000`;
 /// auth.json's `host/ns/repo` keys are kept as they are.
-fn normalise_key(key: &str) -> String {
+pub(super) fn normalise_key(key: &str) -> String {
     let key = if key == DOCKER_HUB_KEY {
         return DOCKER_HUB.to_string();
     } else if let Some((_, rest)) = key.split_once("://") {
@@ -215,40 +215,13 @@ fn run_helper(
         Some(dir) => dir.join(&program),
         None => PathBuf::from(&program),
     };
-    let mut child = Command::new(command)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot run the credential helper `{program}` that `{}` names for {registry}",
-                file.display()
-            )
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading closes the pipe: not fatal.
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let mut stdout = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        // Reads until the helper exits or closes stdout.
-        let _ = out.by_ref().take(1 << 20).read_to_end(&mut stdout);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the credential helper `{program}` did not finish within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    if !status.success() {
+    let (status, stdout) = call_helper(&command, "get", server.as_bytes()).with_context(|| {
+        format!(
+            "cannot run the credential helper `{program}` that `{}` names for {registry}",
+            file.display()
+        )
+    })?;
+    if !status {
         return Ok(None);
     }
     let reply: HelperReply = serde_json::from_slice(&stdout)
@@ -269,6 +242,46 @@ fn run_helper(
             origin,
         }
     }))
+}
+
+/// Runs `command action` with `input` on stdin (then closed) and returns
+/// whether it exited 0 and what it printed (at most 1 MiB). 10 s limit.
+pub(super) fn call_helper(
+    command: &Path,
+    action: &str,
+    input: &[u8],
+) -> anyhow::Result<(bool, Vec<u8>)> {
+    let mut child = Command::new(command)
+        .arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading closes the pipe: not fatal.
+        let _ = stdin.write_all(input);
+    }
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        // Reads until the helper exits or closes stdout.
+        let _ = out.by_ref().take(1 << 20).read_to_end(&mut stdout);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "`{} {action}` did not finish within 10 s",
+                command.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok((status.success(), stdout))
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -7,6 +7,7 @@
 mod auth;
 mod client;
 mod credentials;
+pub mod login;
 pub mod reference;
 
 use std::io::Read;
