@@ -413,6 +413,47 @@ fn non_loopback_registries_go_through_the_proxy_and_loopback_does_not() {
     assert!(has_layers(&project.data, &fx.zstd));
 }
 
+#[test]
+fn insecure_registries_come_from_the_settings_file_too() {
+    let fx = fixtures();
+    let proxy = CountingProxy::start();
+    let port = fx.registry.addr.rsplit(':').next().unwrap();
+    let host = format!("den-test-registry:{port}");
+    let reference = format!("{host}/{}:latest", fx.multi.repo);
+    let proxy_url = format!("http://{}", proxy.addr);
+    let project = project();
+    let settings = project.home.join("den-config.yaml");
+    let settings_text = settings.to_str().unwrap();
+    let env = [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("DEN_CONFIG", settings_text),
+    ];
+
+    // Not listed: https, which the proxy's plain-http registry cannot speak.
+    std::fs::write(&settings, "insecure-registries: []\n").unwrap();
+    project.hand_over();
+    assert!(!pull(&project, &env, &[&reference]).status.success());
+
+    std::fs::write(&settings, format!("insecure-registries:\n  - {host}\n")).unwrap();
+    project.hand_over();
+    let stdout = common::success(&pull(&project, &env, &[&reference]));
+    assert!(
+        stdout.contains(&format!("pulled {reference} sha256:")),
+        "{stdout}"
+    );
+
+    // A mistake in the file is located like one in den.yaml.
+    std::fs::write(&settings, "insecure-registry: [x]\n").unwrap();
+    project.hand_over();
+    refused(
+        &pull(&project, &env, &[&reference]),
+        &[
+            &format!("{settings_text}:1:1: unknown setting `insecure-registry`"),
+            "insecure-registries",
+        ],
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Disk full: the store on a 2 MiB tmpfs in a user+mount namespace of the
 // test user (design §7).

@@ -8,6 +8,7 @@
 mod error;
 pub mod lockfile;
 mod schema;
+pub mod settings;
 mod suggest;
 #[cfg(test)]
 mod tests;

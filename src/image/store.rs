@@ -343,7 +343,7 @@ impl Store {
     ) -> anyhow::Result<Pulled> {
         self.prepare()?;
         let _shared = self.lock_shared()?;
-        let client = Client::new(reference);
+        let client = Client::new(reference)?;
         let resolved = registry::resolve(&client, reference, wanted)?;
         let manifest_digest = resolved.manifest.digest.clone();
         let manifest: Manifest = serde_json::from_slice(&resolved.manifest.bytes)

@@ -41,6 +41,15 @@ pub fn is_plain_http(registry: &str, insecure: Option<&str>) -> bool {
         })
 }
 
+/// The registries den may speak plain http to, comma-separated: those in
+/// `$DEN_INSECURE_REGISTRIES` and in the settings file's
+/// `insecure-registries`.
+fn insecure_registries() -> anyhow::Result<String> {
+    let mut list: Vec<String> = std::env::var(INSECURE_ENV).ok().into_iter().collect();
+    list.extend(crate::config::settings::load()?.insecure_registries);
+    Ok(list.join(","))
+}
+
 /// `host:port` → `host`; `[::1]:5000` → `[::1]`.
 fn host_of(registry: &str) -> &str {
     if registry.starts_with('[') {
@@ -183,18 +192,20 @@ fn speaks_tls(agent: &Agent, host: &str) -> bool {
 }
 
 impl Client {
-    pub fn new(reference: &Reference) -> Client {
-        let insecure = std::env::var(INSECURE_ENV).ok();
+    /// A client for `reference`'s registry; the insecure list comes from
+    /// `$DEN_INSECURE_REGISTRIES` and den's settings file.
+    pub fn new(reference: &Reference) -> anyhow::Result<Client> {
+        let insecure = insecure_registries()?;
         let host = reference.api_host().to_string();
         // Loopback first (even when listed): http, or https if it speaks TLS.
         let scheme = if is_plain_http(&host, None) {
             SchemeRule::HttpThenHttps
-        } else if is_plain_http(&reference.registry, insecure.as_deref()) {
+        } else if is_plain_http(&reference.registry, Some(&insecure)) {
             SchemeRule::Http
         } else {
             SchemeRule::Https
         };
-        Client {
+        Ok(Client {
             registry: reference.registry.clone(),
             repository: reference.repository.clone(),
             host,
@@ -202,7 +213,7 @@ impl Client {
             transport: OnceLock::new(),
             credentials: OnceLock::new(),
             authorization: Mutex::new(None),
-        }
+        })
     }
 
     fn transport(&self) -> &Transport {
@@ -310,11 +321,11 @@ impl Client {
         }
         let hint = match &err {
             ureq::Error::RequireHttpsOnly(_) => format!(
-                "; den refuses to follow {} to plain http (list the registry in {INSECURE_ENV} to use http)",
+                "; den refuses to follow {} to plain http (list the registry under `insecure-registries` in ~/.config/den/config.yaml, or in {INSECURE_ENV}, to use http)",
                 self.registry
             ),
             ureq::Error::Tls(_) | ureq::Error::Rustls(_) if https => format!(
-                "; if {} serves plain http, list it in {INSECURE_ENV}",
+                "; if {} serves plain http, list it under `insecure-registries` in ~/.config/den/config.yaml or in {INSECURE_ENV}",
                 self.registry
             ),
             _ => String::new(),
@@ -597,16 +608,16 @@ impl Client {
 impl Client {
     /// A client for `registry` alone (no repository) that answers
     /// challenges with `credentials` instead of reading the auth files.
-    pub fn for_login(registry: &str, credentials: Credentials) -> Client {
+    pub fn for_login(registry: &str, credentials: Credentials) -> anyhow::Result<Client> {
         let reference = Reference {
             registry: registry.to_string(),
             repository: String::new(),
             tag: None,
             digest: None,
         };
-        let client = Client::new(&reference);
+        let client = Client::new(&reference)?;
         let _ = client.credentials.set(Some(credentials));
-        client
+        Ok(client)
     }
 
     /// `GET /v2/` through the usual authentication: Ok when the registry

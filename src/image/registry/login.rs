@@ -72,7 +72,7 @@ pub fn verify(registry: &str, username: &str, password: &str) -> anyhow::Result<
             secret: Secret::Password(password.to_string()),
             origin: "den login".to_string(),
         },
-    );
+    )?;
     client.check_login()
 }
 

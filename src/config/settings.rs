@@ -1,0 +1,144 @@
+//! den's own settings, per user: `$DEN_CONFIG`, else
+//! `$XDG_CONFIG_HOME/den/config.yaml` (`~/.config/den/config.yaml`).
+//! Read only when a registry is contacted, never on the way to a run.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+use super::error::{Issue, Pos, with_hint};
+use super::yaml::{self, Node, Value};
+
+const KEYS: [&str; 1] = ["insecure-registries"];
+
+/// What the user configured; empty when there is no file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `host[:port]` entries den may speak plain http to.
+    pub insecure_registries: Vec<String>,
+}
+
+/// The settings file's path, whether it exists or not.
+pub fn path() -> Option<PathBuf> {
+    match std::env::var_os("DEN_CONFIG") {
+        Some(file) if !file.is_empty() => Some(PathBuf::from(file)),
+        _ => directories::BaseDirs::new()
+            .map(|dirs| dirs.config_dir().join("den").join("config.yaml")),
+    }
+}
+
+/// Reads the settings; a missing file means the defaults.
+pub fn load() -> Result<Settings, ConfigError> {
+    let Some(file) = path() else {
+        return Ok(Settings::default());
+    };
+    let bytes = match fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Settings::default()),
+        Err(err) => return Err(ConfigError::Io { path: file, err }),
+    };
+    let text = yaml::utf8(&bytes).map_err(|issue| issue.into_error(&file))?;
+    parse(text, &file)
+}
+
+/// Checks the settings file's `text` (`file` names it in messages).
+pub fn parse(text: &str, file: &Path) -> Result<Settings, ConfigError> {
+    let root = yaml::parse(text).map_err(|issue| issue.into_error(file))?;
+    settings(root.as_ref()).map_err(|issue| issue.into_error(file))
+}
+
+fn settings(root: Option<&Node>) -> Result<Settings, Issue> {
+    let mut settings = Settings::default();
+    let entries = match root.map(|node| &node.value) {
+        None | Some(Value::Null) => return Ok(settings),
+        Some(Value::Map(entries)) => entries,
+        Some(other) => {
+            let at = root.map_or(Pos::START, |node| node.referenced.into());
+            return Err(Issue::new(
+                at,
+                format!("the settings file is {}", other.kind()),
+                "a map",
+            ));
+        }
+    };
+    for (key, value) in entries {
+        match &key.value {
+            Value::Str(name) if name == "insecure-registries" => {
+                settings.insecure_registries = registries(value)?;
+            }
+            other => {
+                let name = match other {
+                    Value::Str(name) => name.clone(),
+                    _ => format!("{other:?}"),
+                };
+                let hint = super::suggest(&name, KEYS);
+                let what = with_hint(format!("unknown setting `{name}`"), hint);
+                return Err(Issue::new(key.referenced, what, "`insecure-registries`"));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+fn registries(value: &Node) -> Result<Vec<String>, Issue> {
+    const EXPECTED: &str = "a list of registries as `host` or `host:port`";
+    let Value::Seq(items) = &value.value else {
+        let what = format!("`insecure-registries` is {}", value.value.kind());
+        return Err(Issue::new(value.referenced, what, EXPECTED));
+    };
+    items
+        .iter()
+        .map(|item| match &item.value {
+            Value::Str(entry) if !entry.is_empty() && !entry.contains(['/', ' ']) => {
+                Ok(entry.clone())
+            }
+            other => {
+                let what = format!("an insecure registry entry is {}", describe(other));
+                Err(Issue::new(item.referenced, what, EXPECTED))
+            }
+        })
+        .collect()
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Str(text) => format!("`{text}`"),
+        other => other.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_insecure_registries() {
+        let settings = parse(
+            "insecure-registries: [reg.lan:5000, cache.lan]\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(settings.insecure_registries, ["reg.lan:5000", "cache.lan"]);
+        assert_eq!(parse("", Path::new("c.yaml")).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn errors_name_the_place_and_what_was_expected() {
+        let err = parse("insecure-registry: [a]\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.yaml:1:1: unknown setting `insecure-registry`"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean `insecure-registries`"), "{err}");
+        let err = parse("insecure-registries:\n  - http://x\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.yaml:2:5: an insecure registry entry is `http://x`"),
+            "{err}"
+        );
+    }
+}
