@@ -107,6 +107,17 @@ pub fn remove_path(path: &Path) -> std::io::Result<()> {
     remove_at(parent.as_fd(), name)
 }
 
+/// The process's umask as `/proc/self/status` shows it (Linux 4.7+),
+/// read without changing it: `umask(2)` can only swap it, which would
+/// race with other threads creating files.
+pub fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
 /// Same inode?
 pub fn same_file(a: &rustix::fs::Stat, b: &File) -> bool {
     rustix::fs::fstat(b).is_ok_and(|s| s.st_dev == a.st_dev && s.st_ino == a.st_ino)

@@ -314,6 +314,64 @@ fn later_entries_replace_earlier_ones_and_directories_merge() {
     );
 }
 
+#[test]
+fn files_made_in_parallel_keep_tar_order() {
+    let fx = Fixture::new();
+    let big = vec![7u8; 300 << 10];
+    let mut order = Vec::new();
+    let tar = tar(|t| {
+        for d in 0..10 {
+            for f in 0..30 {
+                let path = format!("d{d}/f{f}");
+                t.file(&path, path.as_bytes(), 0o640);
+                order.push(path);
+            }
+        }
+        // Over names still being written: a small and a big file, a
+        // hard link, a file over a directory and a directory over a file.
+        t.file("d3/f5", b"again", 0o600).file("d9/f28", &big, 0o644);
+        t.hardlink("d0/link", "d9/f29")
+            .file("d8", b"was a dir", 0o644);
+        t.dir("d9/f27", 0o755).file("d9/f27/inner", b"in", 0o644);
+        order.extend(
+            ["d3/f5", "d9/f28", "d0/link", "d8", "d9/f27", "d9/f27/inner"].map(String::from),
+        );
+    });
+    let image = fx.import(&[layer(&tar, Compression::Plain)]).unwrap();
+    let root = &image.layers[0];
+    assert_eq!(fs::read(root.join("d0/f0")).unwrap(), b"d0/f0");
+    assert_eq!(fs::read(root.join("d3/f5")).unwrap(), b"again");
+    assert_eq!(fs::read(root.join("d9/f28")).unwrap(), big);
+    let linked = fs::metadata(root.join("d9/f29")).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("d0/link")).unwrap().ino(),
+        linked.ino()
+    );
+    assert_eq!(linked.permissions().mode() & 0o777, 0o640);
+    assert_eq!(fs::read(root.join("d8")).unwrap(), b"was a dir");
+    assert_eq!(fs::read(root.join("d9/f27/inner")).unwrap(), b"in");
+    let recorded: Vec<String> = meta_entries(root)
+        .into_iter()
+        .filter(|e| e.kind != EntryKind::ImplicitDir)
+        .map(|e| e.path.display().to_string())
+        .collect();
+    assert_eq!(recorded, order);
+}
+
+#[test]
+fn a_file_the_writers_cannot_make_fails_the_layer() {
+    let long = format!("d/{}", "n".repeat(300));
+    assert_rejected(
+        |t, _| {
+            t.file("d/a", b"a", 0o644).file(&long, b"x", 0o644);
+            for i in 0..100 {
+                t.file(&format!("e/f{i}"), b"later", 0o644);
+            }
+        },
+        &format!("entry `{long}`"),
+    );
+}
+
 /// Imports a bad layer and checks the store kept nothing and nothing
 /// outside changed.
 fn assert_rejected(build: impl FnOnce(&mut TarBuilder, &Path), needle: &str) {
@@ -1090,4 +1148,24 @@ fn implicit_directories_are_found_by_the_meta_footer() {
     let err = import_tars(&fx, "over-link", &[planted, writer]).unwrap_err();
     assert!(error_text(&err).contains("symlink `evil`"), "{err:#}");
     assert_eq!(scans(), 2);
+}
+
+/// Times unpacking `$UNPACK_BENCH_TAR` into the new directory
+/// `$UNPACK_BENCH_OUT`: `cargo test --release --lib unpack_bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn unpack_bench() {
+    let (Some(tar), Some(out)) = (
+        std::env::var_os("UNPACK_BENCH_TAR"),
+        std::env::var_os("UNPACK_BENCH_OUT"),
+    ) else {
+        return;
+    };
+    let out = PathBuf::from(out);
+    fs::create_dir(&out).unwrap();
+    let file = std::io::BufReader::with_capacity(256 << 10, fs::File::open(tar).unwrap());
+    let mut meta = Vec::new();
+    let started = std::time::Instant::now();
+    super::unpack::unpack(file, &out, &mut meta).unwrap();
+    println!("unpack {:.3} s", started.elapsed().as_secs_f64());
 }

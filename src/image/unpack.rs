@@ -20,14 +20,23 @@
 //! Parents missing from the tar are made 0755 and recorded as implicit
 //! directories; whether lower layers of an image have a symlink there is
 //! checked once the image's layers are all in (see `implicit`).
+//!
+//! Small regular files are created, written and timestamped by a few
+//! writer threads (file creation is most of the kernel's work); the
+//! reader does everything else in tar order, including the metadata, and
+//! waits for the writers before any entry that could touch a path they
+//! have not finished (the same path, one above or below it, any hard link
+//! or whiteout) and before the directories get their modes. Files are
+//! created with their final mode; `fchmod` only when the umask took bits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{Context, anyhow, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
@@ -39,29 +48,71 @@ use super::meta::{self, EntryKind, MetaEntry};
 
 const OPAQUE_XATTR: &str = "user.overlay.opaque";
 const COPY_BUFFER: usize = 256 << 10;
+/// Threads creating small files while the reader goes on with the tar:
+/// creating a file costs far more kernel time than its data here.
+const WRITERS: usize = 2;
+/// Files up to this size are buffered and handed to a writer.
+const SMALL_FILE: u64 = 256 << 10;
+/// Files queued or being written at most, and their bytes (memory).
+const QUEUE: usize = 64;
+const QUEUE_BYTES: usize = 2 << 20;
 
 /// Unpacks the tar stream `tar` into the empty directory `root`, writing
 /// the metadata file to `meta`. Returns the stream, positioned after the
 /// end-of-archive marker, so the caller can hash what is left.
+///
+/// Small files are created by `WRITERS` threads, all joined before this
+/// returns; everything else, and the metadata, is done in tar order.
 pub fn unpack<R: Read>(tar: R, root: &Path, meta: &mut dyn Write) -> anyhow::Result<R> {
     let root = fsx::open_dir(root).with_context(|| format!("cannot open `{}`", root.display()))?;
     meta::write_header(meta)?;
+    let pool = Pool::default();
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS).map(|_| scope.spawn(|| pool.work())).collect();
+        let closing = CloseOnDrop(&pool);
+        let result = unpack_with(tar, root, meta, &pool);
+        drop(closing);
+        // Joined explicitly: the scope alone only waits for the closures.
+        for writer in writers {
+            let _ = writer.join();
+        }
+        result
+    })
+}
+
+fn unpack_with<R: Read>(
+    tar: R,
+    root: OwnedFd,
+    meta: &mut dyn Write,
+    pool: &Pool,
+) -> anyhow::Result<R> {
     let mut unpacker = Unpacker {
+        pool,
+        in_flight: HashSet::new(),
+        in_flight_dirs: HashSet::new(),
         root,
         parent: None,
         dirs: HashMap::new(),
         meta,
         implicit_dirs: 0,
         buf: vec![0; COPY_BUFFER],
+        // Unknown: every file gets an fchmod, as if all bits were masked.
+        umask: fsx::current_umask().unwrap_or(0o777),
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().context("cannot read the layer tar")? {
         let mut entry = entry.context("the layer tar is corrupt")?;
         let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        unpacker
-            .entry(&mut entry)
-            .with_context(|| format!("entry `{shown}`"))?;
+        if let Err(err) = unpacker.entry(&mut entry) {
+            // A writer's error names its own entry.
+            return Err(if pool.failed() {
+                err
+            } else {
+                err.context(format!("entry `{shown}`"))
+            });
+        }
     }
+    unpacker.flush()?;
     unpacker.finish_dirs()?;
     meta::write_footer(unpacker.meta, unpacker.implicit_dirs)
         .context("cannot write the layer metadata")?;
@@ -69,17 +120,24 @@ pub fn unpack<R: Read>(tar: R, root: &Path, meta: &mut dyn Write) -> anyhow::Res
 }
 
 struct Unpacker<'m> {
+    pool: &'m Pool,
+    /// Files handed to the pool since it was last flushed, and every
+    /// directory above them: an entry touching one waits for the pool.
+    in_flight: HashSet<PathBuf>,
+    in_flight_dirs: HashSet<PathBuf>,
     root: OwnedFd,
     /// The parent directory of the previous entry; consecutive entries
     /// usually share one. An entry only changes its parent's children,
     /// never the parent itself, so this never goes stale.
-    parent: Option<(PathBuf, OwnedFd)>,
+    parent: Option<(PathBuf, Arc<OwnedFd>)>,
     /// Final mode and mtime per directory, applied at the end.
     dirs: HashMap<PathBuf, Attrs>,
     meta: &'m mut dyn Write,
     /// How many parents missing from the tar were made (the meta footer).
     implicit_dirs: u64,
     buf: Vec<u8>,
+    /// Bits the kernel strips from the mode files are created with.
+    umask: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -105,11 +163,75 @@ impl Unpacker<'_> {
             self.dirs.insert(PathBuf::new(), attrs);
             return self.record(EntryKind::Dir, attrs, Path::new("."));
         };
+        self.wait_if_in_flight(&rel, kind)?;
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let parent = self.parent(&parent_rel)?;
-        let placed = self.place(parent.as_fd(), &parent_rel, &name, &rel, attrs, entry);
+        let placed = if is_small_file(entry) && !name.as_bytes().starts_with(b".wh.") {
+            self.queue_file(&parent, &name, &rel, attrs, entry)
+        } else {
+            self.place(parent.as_fd(), &parent_rel, &name, &rel, attrs, entry)
+        };
         self.parent = Some((parent_rel, parent));
         placed
+    }
+
+    /// Waits for the writers when this entry could touch a file they
+    /// have not made yet: the same path, one above or below it, or any
+    /// hard link or whiteout (they look at other paths).
+    fn wait_if_in_flight(&mut self, rel: &Path, kind: EntryType) -> anyhow::Result<()> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let touches = kind == EntryType::Link
+            || rel
+                .file_name()
+                .is_some_and(|name| name.as_bytes().starts_with(b".wh."))
+            || self.in_flight.contains(rel)
+            || self.in_flight_dirs.contains(rel)
+            || rel
+                .ancestors()
+                .skip(1)
+                .any(|up| self.in_flight.contains(up));
+        if touches {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the writers are done with everything queued.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.in_flight.clear();
+        self.in_flight_dirs.clear();
+        self.pool.flush()
+    }
+
+    fn queue_file<R: Read>(
+        &mut self,
+        parent: &Arc<OwnedFd>,
+        name: &OsStr,
+        rel: &Path,
+        attrs: Attrs,
+        entry: &mut tar::Entry<R>,
+    ) -> anyhow::Result<()> {
+        let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
+        entry.read_to_end(&mut data)?;
+        let mode = attrs.mode & 0o777;
+        self.pool.submit(Job {
+            parent: Arc::clone(parent),
+            name: name.to_os_string(),
+            shown: rel.to_path_buf(),
+            data,
+            mode,
+            chmod: mode & self.umask != 0,
+            mtime: attrs.mtime,
+        })?;
+        for up in rel.ancestors().skip(1) {
+            if !self.in_flight_dirs.insert(up.to_path_buf()) {
+                break;
+            }
+        }
+        self.in_flight.insert(rel.to_path_buf());
+        self.record(EntryKind::File, attrs, rel)
     }
 
     fn place<R: Read>(
@@ -184,15 +306,15 @@ impl Unpacker<'_> {
     }
 
     /// Opens the parent directory of an entry, creating missing ones 0755.
-    fn parent(&mut self, rel: &Path) -> anyhow::Result<OwnedFd> {
+    fn parent(&mut self, rel: &Path) -> anyhow::Result<Arc<OwnedFd>> {
         if let Some((cached, fd)) = self.parent.take()
             && cached == rel
         {
             return Ok(fd);
         }
         match fsx::open_dir_beneath(self.root.as_fd(), rel) {
-            Ok(fd) => Ok(fd),
-            Err(Errno::NOENT) => self.make_parents(rel),
+            Ok(fd) => Ok(Arc::new(fd)),
+            Err(Errno::NOENT) => self.make_parents(rel).map(Arc::new),
             Err(err) => Err(explain(self.root.as_fd(), err, rel)),
         }
     }
@@ -234,22 +356,11 @@ impl Unpacker<'_> {
         data: &mut impl Read,
         attrs: Attrs,
     ) -> anyhow::Result<()> {
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let create = || rustix::fs::openat(parent, name, flags, Mode::RUSR | Mode::WUSR);
-        let fd = match create() {
-            Err(Errno::EXIST) => {
-                fsx::remove_at(parent, name)?;
-                create()?
-            }
-            other => other?,
-        };
-        let mut file = File::from(fd);
-        copy(data, &mut file, &mut self.buf)?;
         // No setuid/setgid on the host: the store may be readable by others.
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(attrs.mode & 0o777))?;
-        rustix::fs::futimens(&file, &times(attrs.mtime))?;
-        Ok(())
+        let mode = attrs.mode & 0o777;
+        let mut file = create_file(parent, name, mode)?;
+        copy(data, &mut file, &mut self.buf)?;
+        finish_file(&file, mode, mode & self.umask != 0, attrs.mtime)
     }
 
     fn dir(
@@ -365,6 +476,7 @@ impl Unpacker<'_> {
     /// come after its parent's mtime was set.
     fn finish_dirs(&mut self) -> anyhow::Result<()> {
         self.parent = None;
+        debug_assert!(self.in_flight.is_empty());
         let mut dirs: Vec<(PathBuf, Attrs)> = std::mem::take(&mut self.dirs).into_iter().collect();
         dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
         for (rel, attrs) in dirs {
@@ -380,6 +492,190 @@ impl Unpacker<'_> {
                 .with_context(|| format!("cannot set the mtime of `{}`", rel.display()))?;
         }
         Ok(())
+    }
+}
+
+/// Creates `name` with its final mode (less the umask); the fd is
+/// writable whatever the mode, as it made the file.
+fn create_file(parent: BorrowedFd<'_>, name: &OsStr, mode: u32) -> anyhow::Result<File> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let create = || rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(mode));
+    let fd = match create() {
+        Err(Errno::EXIST) => {
+            fsx::remove_at(parent, name)?;
+            create()?
+        }
+        other => other?,
+    };
+    Ok(File::from(fd))
+}
+
+/// `chmod` only when the umask took bits away (0666 under 022, say).
+fn finish_file(file: &File, mode: u32, chmod: bool, mtime: Timespec) -> anyhow::Result<()> {
+    if chmod {
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode))?;
+    }
+    rustix::fs::futimens(file, &times(mtime))?;
+    Ok(())
+}
+
+fn is_small_file<R: Read>(entry: &tar::Entry<R>) -> bool {
+    let kind = entry.header().entry_type();
+    matches!(kind, EntryType::Regular | EntryType::Continuous)
+        && !entry.path_bytes().ends_with(b"/")
+        && entry.size() <= SMALL_FILE
+}
+
+/// A small file for a writer thread.
+struct Job {
+    parent: Arc<OwnedFd>,
+    name: std::ffi::OsString,
+    shown: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    chmod: bool,
+    mtime: Timespec,
+}
+
+impl Job {
+    fn run(&self) -> anyhow::Result<()> {
+        let mut file = create_file(self.parent.as_fd(), &self.name, self.mode)?;
+        file.write_all(&self.data)?;
+        finish_file(&file, self.mode, self.chmod, self.mtime)
+    }
+}
+
+/// The writer threads' queue. The first error fails the layer: the
+/// reader sees it at its next submit or flush.
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+    /// A job was queued or the pool closed.
+    work: Condvar,
+    /// A job finished.
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    queue: VecDeque<Job>,
+    /// Queued or being written, and their bytes.
+    pending: usize,
+    bytes: usize,
+    closed: bool,
+    error: Option<anyhow::Error>,
+    failed: bool,
+    /// Who sleeps: the reader on `done`, how many writers on `work`
+    /// (waking no one saves a futex call per file).
+    reader_waits: bool,
+    idle_writers: usize,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submit(&self, job: Job) -> anyhow::Result<()> {
+        let mut state = self.lock();
+        let size = job.data.len();
+        while state.pending > 0
+            && (state.pending >= QUEUE || state.bytes + size > QUEUE_BYTES)
+            && !state.failed
+        {
+            state.reader_waits = true;
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.reader_waits = false;
+        }
+        if state.failed {
+            return Err(state
+                .error
+                .take()
+                .unwrap_or_else(|| anyhow!("a writer failed")));
+        }
+        state.pending += 1;
+        state.bytes += size;
+        state.queue.push_back(job);
+        if state.idle_writers > 0 {
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        let mut state = self.lock();
+        while state.pending > 0 && !state.failed {
+            state.reader_waits = true;
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.reader_waits = false;
+        }
+        if state.failed {
+            return Err(state
+                .error
+                .take()
+                .unwrap_or_else(|| anyhow!("a writer failed")));
+        }
+        Ok(())
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    /// Drops what is still queued and lets the writers end.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let dropped = std::mem::take(&mut state.queue);
+        state.pending -= dropped.len();
+        state.bytes -= dropped.iter().map(|job| job.data.len()).sum::<usize>();
+        self.work.notify_all();
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(job) = state.queue.pop_front() {
+                        break job;
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state.idle_writers += 1;
+                    state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.idle_writers -= 1;
+                }
+            };
+            let result = job
+                .run()
+                .with_context(|| format!("entry `{}`", job.shown.display()));
+            let size = job.data.len();
+            drop(job);
+            let mut state = self.lock();
+            state.pending -= 1;
+            state.bytes -= size;
+            if let Err(err) = result
+                && !state.failed
+            {
+                state.failed = true;
+                state.error = Some(err);
+            }
+            if state.reader_waits {
+                self.done.notify_all();
+            }
+        }
+    }
+}
+
+/// Ends the writers however the reader leaves (a panic included), so
+/// the scope can join them.
+struct CloseOnDrop<'a>(&'a Pool);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
