@@ -6,37 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::{Project, Runner, text};
-
-/// den's own exit status when it fails.
-const DEN_FAILED: i32 = 125;
-/// No den call may take longer than this; a hang fails the test.
-const TIME_LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs `command` to the end, killing it and failing past TIME_LIMIT.
-fn bounded(mut command: Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn den");
-    let pid = child.id();
-    let (send, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = send.send(child.wait_with_output());
-    });
-    let deadline = Instant::now() + TIME_LIMIT;
-    match done.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(output) => output.expect("wait for den"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("den (pid {pid}) did not finish within {TIME_LIMIT:?}");
-        }
-    }
-}
+use common::{Project, Runner, bounded, refused};
 
 fn den(project: &Project, args: &[&str]) -> Output {
     bounded(project.den(Runner::User, args))
@@ -44,25 +16,6 @@ fn den(project: &Project, args: &[&str]) -> Output {
 
 fn den_in(project: &Project, dir: &Path, args: &[&str]) -> Output {
     bounded(project.den_in(Runner::User, dir, args))
-}
-
-/// Asserts den itself failed (exit 125) saying all of `needles`; returns stderr.
-#[track_caller]
-fn den_refused(output: &Output, needles: &[&str]) -> String {
-    let stderr = text(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(DEN_FAILED),
-        "expected den to fail with {DEN_FAILED}\nstdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "stderr lacks `{needle}`:\n{stderr}"
-        );
-    }
-    stderr
 }
 
 /// den.yaml as written (`\` continuations are not used, so every line
@@ -88,7 +41,7 @@ fn assert_config_error(yaml: &str, line: u32, column: u32, needles: &[&str]) {
         .to_string();
     let place = format!("den: {file}:{line}:{column}: ");
     for args in [&[][..], &["run", "go"], &["exec", "dev", "--", "true"]] {
-        let stderr = den_refused(&den(&project, args), needles);
+        let stderr = refused(&den(&project, args), needles);
         assert!(
             stderr.starts_with(&place),
             "`den {}`: expected the error at `{place}`, got:\n{stderr}",
@@ -246,7 +199,7 @@ fn outside_any_project_every_command_says_den_yaml_is_missing() {
         &["exec", "dev", "--", "true"],
         &["shell"],
     ] {
-        let stderr = den_refused(&den_in(&project, &outside, args), &[&expected]);
+        let stderr = refused(&den_in(&project, &outside, args), &[&expected]);
         assert!(stderr.contains("create den.yaml"), "{stderr}");
     }
 }
@@ -297,7 +250,7 @@ fn den_alone_lists_the_commands_in_file_order_with_descriptions() {
 #[test]
 fn unknown_command_suggests_the_close_one_and_lists_them_all() {
     let project = Project::new(COMMANDS);
-    let stderr = den_refused(
+    let stderr = refused(
         &den(&project, &["run", "biuld"]),
         &[
             "den.yaml has no command `biuld`; did you mean `build`?",
@@ -305,7 +258,7 @@ fn unknown_command_suggests_the_close_one_and_lists_them_all() {
         ],
     );
     assert!(!stderr.contains("did you mean `zeta`"), "{stderr}");
-    let stderr = den_refused(
+    let stderr = refused(
         &den(&project, &["run", "nosuch"]),
         &[
             "den.yaml has no command `nosuch`",
@@ -318,18 +271,18 @@ fn unknown_command_suggests_the_close_one_and_lists_them_all() {
 #[test]
 fn unknown_container_lists_the_containers() {
     let project = Project::new(COMMANDS);
-    den_refused(
+    refused(
         &den(&project, &["exec", "nosuch", "--", "true"]),
         &[
             "den.yaml has no container `nosuch`",
             "containers: dev, tools",
         ],
     );
-    den_refused(
+    refused(
         &den(&project, &["exec", "tols", "--", "true"]),
         &["did you mean `tools`?", "containers: dev, tools"],
     );
-    den_refused(
+    refused(
         &den(&project, &["shell", "nosuch"]),
         &[
             "den.yaml has no container `nosuch`",
@@ -343,7 +296,7 @@ fn arguments_to_a_command_that_accepts_none_are_refused_before_it_runs() {
     let project = Project::new(COMMANDS);
     common::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
-    den_refused(
+    refused(
         &den(&project, &["run", "sealed", "extra"]),
         &[
             "command `sealed` takes no arguments (accepts-arguments: false)",

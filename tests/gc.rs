@@ -11,9 +11,7 @@ use std::process::Output;
 
 use common::oci::{self, Compression, Layer, TarBuilder};
 use common::spawned::{Spawned, output_within};
-use common::{Project, Runner, text};
-
-const DEN_FAILED: i32 = 125;
+use common::{DEN_FAILED, Project, Runner, text};
 
 /// busybox plus a layer holding `/marker` with `name`.
 fn write_image(dir: &std::path::Path, name: &str) {

@@ -10,96 +10,24 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use common::oci::{self, Compression, Layer, TarBuilder};
-use common::{Project, Runner, give_to_test_user, text};
+use common::{Project, Runner, bounded, give_to_test_user, refused, success, text};
 use serde_json::Value;
-
-/// den's own exit status when it fails (as Docker and Podman use).
-const DEN_FAILED: i32 = 125;
-/// No den call may take longer than this; a hang fails the test.
-const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // Running den, always with a deadline.
 
-/// A den process being waited for on a helper thread.
-struct Running {
-    pid: u32,
-    done: mpsc::Receiver<std::io::Result<Output>>,
-    deadline: Instant,
-}
-
-fn spawn(mut command: Command) -> Running {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn den");
-    let pid = child.id();
-    let (send, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = send.send(child.wait_with_output());
-    });
-    Running {
-        pid,
-        done,
-        deadline: Instant::now() + TIME_LIMIT,
-    }
-}
-
-impl Running {
-    /// The finished process's output; kills it and fails past the deadline.
-    fn wait(self) -> Output {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        match self.done.recv_timeout(left) {
-            Ok(output) => output.expect("wait for den"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
-                panic!(
-                    "den (pid {}) did not finish within {TIME_LIMIT:?}",
-                    self.pid
-                );
-            }
-        }
-    }
-}
-
 /// Runs den as the test user in the project root, bounded.
 fn den(project: &Project, args: &[&str]) -> Output {
-    spawn(project.den(Runner::User, args)).wait()
+    bounded(project.den(Runner::User, args))
 }
 
 /// `den exec <container> -- sh -c <script>`.
 fn sh(project: &Project, container: &str, script: &str) -> Output {
     den(project, &["exec", container, "--", "sh", "-c", script])
-}
-
-/// Asserts den succeeded and returns its stdout.
-#[track_caller]
-fn succeeded(output: &Output) -> String {
-    common::success(output)
-}
-
-/// Asserts den itself failed (exit 125) saying all of `needles`; returns stderr.
-#[track_caller]
-fn den_refused(output: &Output, needles: &[&str]) -> String {
-    let stderr = text(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(DEN_FAILED),
-        "expected den to fail with {DEN_FAILED}\nstdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "stderr lacks `{needle}`:\n{stderr}"
-        );
-    }
-    stderr
 }
 
 // ---------------------------------------------------------------------------
@@ -358,7 +286,7 @@ fn whiteouts_and_opaque_directories_give_the_tree_the_oci_spec_defines() {
         if [ -e /keep ]; then echo keep: present; else echo keep: gone; fi; \
         [ -d /file-to-dir ] && echo file-to-dir: $(cat /file-to-dir/child); \
         [ -f /dir-to-file ] && echo dir-to-file: $(cat /dir-to-file)";
-    let output = succeeded(&sh(&project, "img", script));
+    let output = success(&sh(&project, "img", script));
     assert_eq!(
         output,
         "data: b c\n\
@@ -445,7 +373,7 @@ fn compressions_links_modes_and_mtimes_survive_into_the_container() {
         stat -c '%a %n' /private /private/key /usr/local/bin/hello /setuid /sticky; \
         stat -c '%Y %n' /private /private/key /stamped; \
         /usr/local/bin/hello a b";
-    let output = succeeded(&sh(&project, "img", probe));
+    let output = success(&sh(&project, "img", probe));
     assert_eq!(
         output,
         "same inode\n\
@@ -502,7 +430,7 @@ fn tags_pick_their_image_in_a_layout_and_in_an_archive() {
         ("tar-command-v1", "one"),
     ] {
         let output = sh(&project, container, "cat /version");
-        assert_eq!(succeeded(&output), expected, "container {container}");
+        assert_eq!(success(&output), expected, "container {container}");
     }
     // The layout and the archives hold the same two manifests.
     assert_eq!(image_records(&project).len(), 2);
@@ -558,14 +486,14 @@ impl Attack {
     fn assert_image_refused(&self, needles: &[&str]) -> String {
         let passwd_links = fs::metadata("/etc/passwd").unwrap().nlink();
         let output = sh(&self.project, "bad", "echo ran");
-        let stderr = den_refused(&output, needles);
+        let stderr = refused(&output, needles);
         assert!(!text(&output.stdout).contains("ran"), "the image ran");
         self.assert_host_untouched();
         assert_eq!(fs::metadata("/etc/passwd").unwrap().nlink(), passwd_links);
         assert_nothing_recorded(&self.project);
 
         let output = sh(&self.project, "good", "echo still works");
-        assert_eq!(succeeded(&output), "still works\n");
+        assert_eq!(success(&output), "still works\n");
         assert_eq!(image_records(&self.project).len(), 1);
         stderr
     }
@@ -706,7 +634,7 @@ fn symlink_planted_by_an_earlier_layer_is_rejected() {
         [layers.join(writer_hex).join("fs/evil/pwned")]
     );
     // Again, now that every layer is in the store: still refused.
-    den_refused(
+    refused(
         &sh(&attack.project, "bad", "echo ran"),
         &["would write `evil/pwned` through the symlink `evil`"],
     );
@@ -731,7 +659,7 @@ fn implicit_parents_over_directories_and_new_paths_are_accepted() {
     );
     let script = "cat /etc/extra /opt/tool/data; [ -f /etc/passwd ] && echo passwd kept";
     assert_eq!(
-        succeeded(&sh(&project, "img", script)),
+        success(&sh(&project, "img", script)),
         "extra\ndata\npasswd kept\n"
     );
 }
@@ -772,7 +700,7 @@ fn layer_blob_not_matching_its_digest_is_refused() {
     fs::write(&blob, tampered).unwrap();
 
     let output = sh(&project, "img", "cat /payload");
-    den_refused(
+    refused(
         &output,
         &[&format!("layer {digest}"), "the blob is corrupt"],
     );
@@ -794,7 +722,7 @@ fn config_blob_not_matching_its_digest_is_refused() {
     fs::write(&blob, bytes).unwrap();
 
     let output = sh(&project, "img", "cat /payload");
-    den_refused(&output, &[&format!("blob {digest}"), "is corrupt"]);
+    refused(&output, &[&format!("blob {digest}"), "is corrupt"]);
     assert_nothing_recorded(&project);
     assert_eq!(store_names(&project, "layers"), Vec::<String>::new());
 }
@@ -810,7 +738,7 @@ fn layer_with_a_wrong_diff_id_is_refused() {
 
     let output = sh(&project, "img", "cat /payload");
     let actual = format!("sha256:{}", diff_id(&payload));
-    den_refused(
+    refused(
         &output,
         &[&format!(
             "its uncompressed content hashes to {actual} but the image config says {wrong}"
@@ -866,18 +794,19 @@ fn concurrent_runs_on_a_fresh_store_unpack_each_layer_once() {
                 fs::remove_file(path).unwrap();
             }
         }
-        let runs: Vec<Running> = (0..2)
-            .map(|_| {
-                spawn(project.den(
-                    Runner::User,
-                    &[
-                        "exec", "img", "--", "cat", "/layer0", "/layer1", "/layer2", "/layer3",
-                    ],
-                ))
-            })
-            .collect();
-        for run in runs {
-            assert_eq!(succeeded(&run.wait()), "0\n1\n2\n3\n", "round {round}");
+        let args = [
+            "exec", "img", "--", "cat", "/layer0", "/layer1", "/layer2", "/layer3",
+        ];
+        let outputs: Vec<Output> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| scope.spawn(|| bounded(project.den(Runner::User, &args))))
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().expect("den runner"))
+                .collect()
+        });
+        for output in &outputs {
+            assert_eq!(success(output), "0\n1\n2\n3\n", "round {round}");
         }
         let unpacked: BTreeSet<String> = store_names(&project, "layers").into_iter().collect();
         assert_eq!(unpacked, expected_layers, "round {round}");
@@ -902,7 +831,7 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
         Compression::Gzip,
     );
     write_image(&project, "image", &[busybox(), first]);
-    assert_eq!(succeeded(&sh(&project, "img", "cat /msg")), "first");
+    assert_eq!(success(&sh(&project, "img", "cat /msg")), "first");
 
     let layer_dirs = store_names(&project, "layers");
     let layer_inodes: Vec<u64> = layer_dirs
@@ -919,7 +848,7 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
     for blob in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
         fs::remove_file(blob.unwrap().path()).unwrap();
     }
-    assert_eq!(succeeded(&sh(&project, "img", "cat /msg")), "first");
+    assert_eq!(success(&sh(&project, "img", "cat /msg")), "first");
     let inodes_now: Vec<u64> = layer_dirs
         .iter()
         .map(|hex| inode(&project.data.join("layers").join(hex)))
@@ -947,7 +876,7 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
         TarBuilder::new().file("msg", 0o644, b"third").finish(),
         Compression::None,
     );
-    den_refused(
+    refused(
         &sh(&project, "next", "cat /msg"),
         &["has no image tagged `v2`", "Tags: latest"],
     );
@@ -959,8 +888,8 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
         ],
     );
     project.hand_over();
-    assert_eq!(succeeded(&sh(&project, "img", "cat /msg")), "second");
-    assert_eq!(succeeded(&sh(&project, "next", "cat /msg")), "third");
+    assert_eq!(success(&sh(&project, "img", "cat /msg")), "second");
+    assert_eq!(success(&sh(&project, "next", "cat /msg")), "third");
     assert_eq!(image_records(&project).len(), 3);
     // The busybox layer they share was kept, not unpacked again.
     let busybox_dir = project.data.join("layers").join(diff_id(&busybox().tar));
@@ -978,7 +907,7 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
 fn missing_source_path_is_named() {
     let project = project_with(&[("img", "oci:no-such-image")]);
     let missing = project.root.join("no-such-image");
-    den_refused(
+    refused(
         &sh(&project, "img", "true"),
         &[&format!("cannot find `{}`", missing.display())],
     );
@@ -993,7 +922,7 @@ fn unknown_tag_lists_the_tags_the_layout_has() {
         &[("v1", &[busybox()]), ("v2", &[busybox()])],
     );
     project.hand_over();
-    let stderr = den_refused(
+    let stderr = refused(
         &sh(&project, "img", "true"),
         &["has no image tagged `v3`. Tags: v1, v2"],
     );
@@ -1009,7 +938,7 @@ fn archive_named_as_a_layout_directory_says_which_to_use() {
     oci::write_busybox(&layout);
     archive_layout(&layout, &project.root.join("image.tar"));
     project.hand_over();
-    den_refused(
+    refused(
         &sh(&project, "img", "true"),
         &[
             "is a file, not an OCI layout directory",

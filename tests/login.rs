@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 use common::pty::Pty;
 use common::registry::{self, Auth, Registry, fixtures};
 use common::spawned::{TIMEOUT, output_within, wait_until};
-use common::{Project, Runner, success, text};
+use common::{DEN_FAILED, Project, Runner, success, text};
 use rustix::termios::LocalModes;
 use serde_json::{Value, json};
-
-const DEN_FAILED: i32 = 125;
 
 /// A project (only its home and store are used) and the XDG_RUNTIME_DIR
 /// den gets, inside the project's home.
@@ -66,20 +64,10 @@ fn pull(project: &Project, runtime: Option<&Path>, reference: &str) -> Output {
     output_within(den(project, runtime, None, &["pull", "-q", reference]), b"")
 }
 
+/// Asserts den failed saying `needle` (any case); returns stderr.
 #[track_caller]
 fn refused(output: &Output, needle: &str) -> String {
-    let stderr = text(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(DEN_FAILED),
-        "stdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    assert!(
-        stderr.to_lowercase().contains(&needle.to_lowercase()),
-        "stderr lacks `{needle}`:\n{stderr}"
-    );
-    stderr
+    common::refused_any_case(output, &[needle])
 }
 
 fn read_json(path: &Path) -> Value {

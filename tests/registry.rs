@@ -8,40 +8,14 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
-use common::{Project, Runner, oci, text};
-
-/// den's own exit status when it fails.
-const DEN_FAILED: i32 = 125;
-/// No den call may take longer than this; a hang fails the test.
-const TIME_LIMIT: Duration = Duration::from_secs(120);
+use common::{DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text};
 
 // ---------------------------------------------------------------------------
 // Running den, always with a deadline.
-
-fn bounded(mut command: Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn den");
-    let pid = child.id();
-    let (send, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = send.send(child.wait_with_output());
-    });
-    match done.recv_timeout(TIME_LIMIT) {
-        Ok(output) => output.expect("wait for den"),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            panic!("den (pid {pid}) did not finish within {TIME_LIMIT:?}");
-        }
-    }
-}
 
 /// `den <args>` as `runner` in the project root.
 fn den(project: &Project, runner: Runner, args: &[&str]) -> Output {
@@ -62,31 +36,6 @@ fn sh(project: &Project, runner: Runner, container: &str, script: &str) -> Outpu
         runner,
         &["exec", container, "--", "sh", "-c", script],
     )
-}
-
-#[track_caller]
-fn succeeded(output: &Output) -> String {
-    common::success(output)
-}
-
-/// Asserts den failed (exit 125) saying all of `needles` (any case);
-/// returns stderr.
-#[track_caller]
-fn den_refused(output: &Output, needles: &[&str]) -> String {
-    let stderr = text(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(DEN_FAILED),
-        "expected den to fail with {DEN_FAILED}\nstdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    for needle in needles {
-        assert!(
-            stderr.to_lowercase().contains(&needle.to_lowercase()),
-            "stderr lacks `{needle}`:\n{stderr}"
-        );
-    }
-    stderr
 }
 
 /// A project with one container `c` from `reference`.
@@ -212,7 +161,7 @@ fn fixture_registries_authenticate_as_configured() {
             command.arg("--no-creds");
         }
         command.arg(format!("docker://{addr}/multi:latest"));
-        registry::run_bounded(command, Duration::from_secs(60))
+        common::run_bounded(command, Duration::from_secs(60))
     };
     let good = format!("{}:{}", registry::USER, registry::PASSWORD);
     let bad = format!("{}:wrong", registry::USER);
@@ -246,11 +195,11 @@ fn fixture_registries_authenticate_as_configured() {
 fn pull_and_run(fx: &Fixtures, image: &Pushed, runner: Runner) {
     let reference = tag(&fx.registry, image);
     let project = project_from(&reference);
-    succeeded(&pull(&project, runner, &["--quiet", &reference]));
+    success(&pull(&project, runner, &["--quiet", &reference]));
     let data = project.data_dir(runner);
     assert_has_image(&data, image);
     assert_eq!(
-        succeeded(&sh(&project, runner, "c", WHITEOUT_SCRIPT)),
+        success(&sh(&project, runner, "c", WHITEOUT_SCRIPT)),
         WHITEOUT_SEEN
     );
     assert_tmp_empty(&data);
@@ -278,7 +227,7 @@ fn from_a_registry_pulls_on_first_run_without_den_pull() {
     let fx = fixtures();
     let project = project_from(&tag(&fx.registry, &fx.multi));
     assert_eq!(
-        succeeded(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
+        success(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
         WHITEOUT_SEEN
     );
     assert_has_image(&project.data, &fx.multi);
@@ -290,10 +239,7 @@ fn multi_arch_index_runs_the_host_architecture() {
     let project = project_from(&tag(&fx.registry, &fx.mx_host));
     let script = "cat /arch-marker; [ -e /other-arch-marker ] && echo other; true";
     let expected = format!("{}\n", registry::host_platform().0);
-    assert_eq!(
-        succeeded(&sh(&project, Runner::User, "c", script)),
-        expected
-    );
+    assert_eq!(success(&sh(&project, Runner::User, "c", script)), expected);
     assert!(!has_layer(&project.data, &fx.mx_other.diff_ids[1]));
 }
 
@@ -307,7 +253,7 @@ fn platform_flag_pulls_the_arm64_manifest() {
     } else {
         (&fx.mx_other, &fx.mx_host)
     };
-    succeeded(&pull(
+    success(&pull(
         &project,
         Runner::User,
         &["--quiet", "--platform", "linux/arm64/v8", &reference],
@@ -343,7 +289,7 @@ fn pull_by_digest_and_clear_errors_for_missing_tags_and_platforms() {
     let by_digest = format!("{}@{digest}", fx.registry.reference("multi"));
     let project = project_from(&by_digest);
     assert_eq!(
-        succeeded(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
+        success(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
         WHITEOUT_SEEN
     );
     assert_eq!(
@@ -352,10 +298,10 @@ fn pull_by_digest_and_clear_errors_for_missing_tags_and_platforms() {
     );
 
     let missing = format!("{}:no-such-tag", fx.registry.reference("multi"));
-    den_refused(&pull(&project, Runner::User, &[&missing]), &["no-such-tag"]);
+    refused_any_case(&pull(&project, Runner::User, &[&missing]), &["no-such-tag"]);
 
     let mx = tag(&fx.registry, &fx.mx_host);
-    den_refused(
+    refused_any_case(
         &pull(&project, Runner::User, &["--platform", "linux/s390x", &mx]),
         &["linux/amd64", "linux/arm64/v8"],
     );
@@ -387,7 +333,7 @@ fn den_lock_pins_a_moved_tag_until_den_update() {
     };
     push_version("one");
     let project = project_from(&format!("{}:latest", fx.registry.reference("moving")));
-    let version = |project: &Project| succeeded(&sh(project, Runner::User, "c", "cat /version"));
+    let version = |project: &Project| success(&sh(project, Runner::User, "c", "cat /version"));
     assert_eq!(version(&project), "one\n");
     assert!(
         project.root.join("den.lock").is_file(),
@@ -400,7 +346,7 @@ fn den_lock_pins_a_moved_tag_until_den_update() {
         "one\n",
         "the lock no longer pins the tag"
     );
-    succeeded(&den(&project, Runner::User, &["update"]));
+    success(&den(&project, Runner::User, &["update"]));
     assert_eq!(version(&project), "two\n");
     assert_tmp_empty(&project.data);
 }
@@ -431,16 +377,16 @@ fn basic_auth_registry_with_credentials_from_auth_json() {
     let reference = tag(&basic, &fx.multi);
 
     let project = project_with_auth(&reference, &basic.addr, Some(registry::PASSWORD));
-    succeeded(&pull(&project, Runner::User, &["--quiet", &reference]));
+    success(&pull(&project, Runner::User, &["--quiet", &reference]));
     assert_has_image(&project.data, &fx.multi);
 
     let wrong = project_with_auth(&reference, &basic.addr, Some("wrong"));
-    den_refused(&pull(&wrong, Runner::User, &[&reference]), &["rejected"]);
+    refused_any_case(&pull(&wrong, Runner::User, &[&reference]), &["rejected"]);
     assert_eq!(image_records(&wrong.data), Vec::<String>::new());
     assert_tmp_empty(&wrong.data);
 
     let none = project_with_auth(&reference, &basic.addr, None);
-    den_refused(
+    refused_any_case(
         &pull(&none, Runner::User, &[&reference]),
         &["needs credentials"],
     );
@@ -460,7 +406,7 @@ fn credentials_from_docker_config_json() {
         registry::PASSWORD,
     );
     project.hand_over();
-    succeeded(&pull(&project, Runner::User, &["--quiet", &reference]));
+    success(&pull(&project, Runner::User, &["--quiet", &reference]));
     assert_has_image(&project.data, &fx.multi);
 }
 
@@ -481,7 +427,7 @@ fn credentials_from_registry_auth_file_and_a_credential_helper() {
         &["pull", "--quiet", &reference],
     );
     command.env("REGISTRY_AUTH_FILE", &auth_file);
-    succeeded(&bounded(command));
+    success(&bounded(command));
     assert_has_image(&project.data, &fx.multi);
 
     // credHelpers in the docker config: den runs docker-credential-<name>
@@ -523,7 +469,7 @@ fn credentials_from_registry_auth_file_and_a_credential_helper() {
         "PATH",
         format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
     );
-    succeeded(&bounded(command));
+    success(&bounded(command));
     assert_has_image(&project.data, &fx.multi);
 }
 
@@ -533,7 +479,7 @@ fn token_registry_with_an_anonymous_token() {
     let token = Registry::start(fx.storage(), Auth::Token { credentials: false });
     let reference = tag(&token, &fx.multi);
     let project = project_from(&reference);
-    succeeded(&pull(&project, Runner::User, &["--quiet", &reference]));
+    success(&pull(&project, Runner::User, &["--quiet", &reference]));
     assert_has_image(&project.data, &fx.multi);
 }
 
@@ -545,7 +491,7 @@ fn token_registry_with_credentials() {
     let issuer = token.issuer.as_ref().unwrap();
 
     let project = project_with_auth(&reference, &token.addr, Some(registry::PASSWORD));
-    succeeded(&pull(&project, Runner::User, &["--quiet", &reference]));
+    success(&pull(&project, Runner::User, &["--quiet", &reference]));
     assert_has_image(&project.data, &fx.multi);
     assert!(
         issuer
@@ -558,7 +504,7 @@ fn token_registry_with_credentials() {
     );
 
     let wrong = project_with_auth(&reference, &token.addr, Some("wrong"));
-    den_refused(&pull(&wrong, Runner::User, &[&reference]), &["rejected"]);
+    refused_any_case(&pull(&wrong, Runner::User, &[&reference]), &["rejected"]);
     assert_eq!(image_records(&wrong.data), Vec::<String>::new());
     assert_tmp_empty(&wrong.data);
 }
@@ -572,12 +518,12 @@ fn runs_offline_once_pulled() {
     let mut own = Registry::start(fx.storage(), Auth::Anonymous);
     let project = project_from(&tag(&own, &fx.multi));
     assert_eq!(
-        succeeded(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
+        success(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
         WHITEOUT_SEEN
     );
     own.stop();
     assert_eq!(
-        succeeded(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
+        success(&sh(&project, Runner::User, "c", WHITEOUT_SCRIPT)),
         WHITEOUT_SEEN
     );
 }
@@ -600,7 +546,7 @@ fn corrupt_blob_is_rejected_and_nothing_kept() {
     let project = project_from(&reference);
     // The error names the layer (den may notice the gzip checksum or
     // the blob digest first).
-    den_refused(&pull(&project, Runner::User, &[&reference]), &[unique]);
+    refused_any_case(&pull(&project, Runner::User, &[&reference]), &[unique]);
     assert!(!has_layer(&project.data, &fx.corrupt.diff_ids[1]));
     assert_eq!(image_records(&project.data), Vec::<String>::new());
     assert_tmp_empty(&project.data);
@@ -622,7 +568,7 @@ fn blob_swapped_for_another_gzip_of_the_same_tar_is_rejected() {
 
     let reference = tag(registry, &fx.regzip);
     let project = project_from(&reference);
-    den_refused(&pull(&project, Runner::User, &[&reference]), &[layer]);
+    refused_any_case(&pull(&project, Runner::User, &[&reference]), &[layer]);
     assert!(!has_layer(&project.data, &fx.regzip.diff_ids[1]));
     assert_eq!(image_records(&project.data), Vec::<String>::new());
     assert_tmp_empty(&project.data);
@@ -644,7 +590,7 @@ fn tampered_manifest_is_rejected() {
 
     let reference = tag(registry, &fx.tampered);
     let project = project_from(&reference);
-    den_refused(&pull(&project, Runner::User, &[&reference]), &[&digest]);
+    refused_any_case(&pull(&project, Runner::User, &[&reference]), &[&digest]);
     assert_eq!(image_records(&project.data), Vec::<String>::new());
     assert_tmp_empty(&project.data);
 }
@@ -663,7 +609,7 @@ fn killed_pull_resumes_and_leaves_tmp_empty() {
     );
     command.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = command.spawn().expect("spawn den");
-    let deadline = Instant::now() + TIME_LIMIT;
+    let deadline = Instant::now() + DEN_TIME_LIMIT;
     while !proxy.has_stalled() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("den exited ({status}) before the proxy stalled");
@@ -681,7 +627,7 @@ fn killed_pull_resumes_and_leaves_tmp_empty() {
     child.wait().unwrap();
 
     proxy.heal();
-    succeeded(&pull(&project, Runner::User, &["--quiet", &reference]));
+    success(&pull(&project, Runner::User, &["--quiet", &reference]));
     assert_has_image(&project.data, &fx.big);
     assert_eq!(image_records(&project.data).len(), 1);
 }
@@ -692,7 +638,7 @@ fn a_transfer_dropped_mid_blob_is_retried() {
     let proxy = registry::StallProxy::drop_once(&fx.registry.addr, 2 << 20);
     let reference = format!("{}/{}:latest", proxy.addr, fx.big.repo);
     let project = project_from(&reference);
-    succeeded(&pull(&project, Runner::User, &["--quiet", &reference]));
+    success(&pull(&project, Runner::User, &["--quiet", &reference]));
     assert!(proxy.has_stalled(), "the proxy never dropped a connection");
     assert_has_image(&project.data, &fx.big);
     assert_eq!(image_records(&project.data).len(), 1);

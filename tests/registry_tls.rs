@@ -15,30 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::registry::{self, fixtures};
-use common::{Project, Runner, text};
-
-const DEN_FAILED: i32 = 125;
-const TIME_LIMIT: Duration = Duration::from_secs(120);
-
-fn bounded(mut command: Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn den");
-    let pid = child.id();
-    let (send, done) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = send.send(child.wait_with_output());
-    });
-    match done.recv_timeout(TIME_LIMIT) {
-        Ok(output) => output.expect("wait for den"),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            panic!("den (pid {pid}) did not finish within {TIME_LIMIT:?}");
-        }
-    }
-}
+use common::{DEN_FAILED, DEN_TIME_LIMIT, Project, Runner, bounded, refused_any_case, text};
 
 fn project() -> Project {
     Project::new("containers: {}\n")
@@ -53,24 +30,6 @@ fn pull(project: &Project, env: &[(&str, &str)], args: &[&str]) -> Output {
         command.env(name, value);
     }
     bounded(command)
-}
-
-#[track_caller]
-fn refused(output: &Output, needles: &[&str]) -> String {
-    let stderr = text(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(DEN_FAILED),
-        "expected den to fail\nstdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    for needle in needles {
-        assert!(
-            stderr.to_lowercase().contains(&needle.to_lowercase()),
-            "stderr lacks `{needle}`:\n{stderr}"
-        );
-    }
-    stderr
 }
 
 fn has_layers(data: &Path, image: &registry::Pushed) -> bool {
@@ -106,7 +65,7 @@ struct Pki {
 fn openssl(args: &[&str], dir: &Path) {
     let mut command = Command::new("openssl");
     command.args(args).current_dir(dir);
-    let output = registry::run_bounded(command, Duration::from_secs(30));
+    let output = common::run_bounded(command, Duration::from_secs(30));
     assert!(
         output.status.success(),
         "openssl {args:?}: {}",
@@ -266,7 +225,7 @@ fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
     // Without the CA: a clear refusal naming the certificate.
     let reference = format!("{}/{}:latest", tls.addr, fx.multi.repo);
     let output = pull(&project, &[], &["--quiet", &reference]);
-    refused(
+    refused_any_case(
         &output,
         &["not trusted", "certificate", "SSL_CERT_FILE", &tls.addr],
     );
@@ -399,7 +358,7 @@ fn non_loopback_registries_go_through_the_proxy_and_loopback_does_not() {
         ("NO_PROXY", "den-test-registry"),
         ("DEN_INSECURE_REGISTRIES", host.as_str()),
     ];
-    refused(&pull(&project, &env, &[&reference]), &["den-test-registry"]);
+    refused_any_case(&pull(&project, &env, &[&reference]), &["den-test-registry"]);
     assert_eq!(proxy.requests.load(Ordering::SeqCst), through);
 
     // Loopback is always direct, even with a proxy that is not there.
@@ -445,7 +404,7 @@ fn insecure_registries_come_from_the_settings_file_too() {
     // A mistake in the file is located like one in den.yaml.
     std::fs::write(&settings, "insecure-registry: [x]\n").unwrap();
     project.hand_over();
-    refused(
+    refused_any_case(
         &pull(&project, &env, &[&reference]),
         &[
             &format!("{settings_text}:1:1: unknown setting `insecure-registry`"),
@@ -521,7 +480,7 @@ fn on_terminal(mut command: Command) -> (std::process::ExitStatus, String, Strin
         let _ = stdout.read_to_string(&mut out);
         out
     });
-    let deadline = Instant::now() + TIME_LIMIT;
+    let deadline = Instant::now() + DEN_TIME_LIMIT;
     let status = loop {
         // Keep the terminal drained while den draws.
         pty.wait_for("\u{0}never\u{0}", Duration::from_millis(50));

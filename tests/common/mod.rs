@@ -16,7 +16,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
+use std::thread;
+use std::time::Duration;
 
 /// The unprivileged account tests run den as; `.ci/setup` creates it.
 pub const TEST_USER: &str = "den-test";
@@ -235,4 +237,71 @@ pub fn success(output: &Output) -> String {
         text(&output.stderr)
     );
     text(&output.stdout)
+}
+
+/// den's own exit status when it fails (as Docker and Podman use).
+pub const DEN_FAILED: i32 = 125;
+/// No den call may take longer than this; a hang fails the test.
+pub const DEN_TIME_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs a command to the end within `limit`; kills it and fails after.
+pub fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = format!("{command:?}");
+    let child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawn {what}: {err}"));
+    let pid = child.id();
+    let (send, done) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = send.send(child.wait_with_output());
+    });
+    match done.recv_timeout(limit) {
+        Ok(output) => output.expect("wait"),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            panic!("{what} did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Runs a den command to the end within `DEN_TIME_LIMIT`.
+pub fn bounded(command: Command) -> Output {
+    run_bounded(command, DEN_TIME_LIMIT)
+}
+
+/// Asserts den itself failed (exit 125) saying each of `needles`, as
+/// written; returns stderr.
+#[track_caller]
+pub fn refused(output: &Output, needles: &[&str]) -> String {
+    refused_where(output, needles, |stderr, needle| stderr.contains(needle))
+}
+
+/// As `refused`, ignoring case.
+#[track_caller]
+pub fn refused_any_case(output: &Output, needles: &[&str]) -> String {
+    refused_where(output, needles, |stderr, needle| {
+        stderr.to_lowercase().contains(&needle.to_lowercase())
+    })
+}
+
+#[track_caller]
+fn refused_where(output: &Output, needles: &[&str], says: impl Fn(&str, &str) -> bool) -> String {
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(DEN_FAILED),
+        "expected den to fail with {DEN_FAILED}\nstdout:\n{}\nstderr:\n{stderr}",
+        text(&output.stdout)
+    );
+    for needle in needles {
+        assert!(says(&stderr, needle), "stderr lacks `{needle}`:\n{stderr}");
+    }
+    stderr
 }

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
@@ -91,37 +91,10 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
 // ---------------------------------------------------------------------------
 // Small helpers.
 
-/// Runs a command to the end within `limit`; kills it and fails after.
-pub fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let what = format!("{command:?}");
-    let child = command
-        .spawn()
-        .unwrap_or_else(|err| panic!("spawn {what}: {err}"));
-    let pid = child.id();
-    let (send, done) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = send.send(child.wait_with_output());
-    });
-    match done.recv_timeout(limit) {
-        Ok(output) => output.expect("wait"),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            panic!("{what} did not finish within {limit:?}");
-        }
-    }
-}
-
 #[track_caller]
 fn run_ok(command: Command, limit: Duration) -> Vec<u8> {
     let what = format!("{command:?}");
-    let output = run_bounded(command, limit);
+    let output = super::run_bounded(command, limit);
     assert!(
         output.status.success(),
         "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
