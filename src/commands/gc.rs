@@ -17,7 +17,7 @@ pub fn execute(dry_run: bool) -> Result<i32> {
         report.blobs,
         report.tmp,
         if report.tmp == 1 { "y" } else { "ies" },
-        super::images::human_size(report.bytes)
+        crate::image::progress::human_size(report.bytes)
     );
     Ok(0)
 }

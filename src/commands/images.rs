@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::image::Store;
+use crate::image::progress::human_size;
 
 pub fn execute() -> Result<i32> {
     let store = Store::open_default()?;
@@ -40,21 +41,6 @@ pub fn execute() -> Result<i32> {
         println!("{}", line.join("  ").trim_end());
     }
     Ok(0)
-}
-
-/// Decimal units, as registries and Docker show sizes.
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn ago(seconds: u64) -> String {
