@@ -577,22 +577,10 @@ impl Pool {
     }
 
     fn submit(&self, job: Job) -> anyhow::Result<()> {
-        let mut state = self.lock();
         let size = job.data.len();
-        while state.pending > 0
-            && (state.pending >= QUEUE || state.bytes + size > QUEUE_BYTES)
-            && !state.failed
-        {
-            state.reader_waits = true;
-            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.reader_waits = false;
-        }
-        if state.failed {
-            return Err(state
-                .error
-                .take()
-                .unwrap_or_else(|| anyhow!("a writer failed")));
-        }
+        let mut state = self.wait_while(|state| {
+            state.pending > 0 && (state.pending >= QUEUE || state.bytes + size > QUEUE_BYTES)
+        })?;
         state.pending += 1;
         state.bytes += size;
         state.queue.push_back(job);
@@ -603,8 +591,17 @@ impl Pool {
     }
 
     fn flush(&self) -> anyhow::Result<()> {
+        self.wait_while(|state| state.pending > 0).map(drop)
+    }
+
+    /// The reader sleeps while `busy` holds and no writer has failed;
+    /// then the state, or the first writer's error.
+    fn wait_while(
+        &self,
+        busy: impl Fn(&PoolState) -> bool,
+    ) -> anyhow::Result<MutexGuard<'_, PoolState>> {
         let mut state = self.lock();
-        while state.pending > 0 && !state.failed {
+        while busy(&state) && !state.failed {
             state.reader_waits = true;
             state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
             state.reader_waits = false;
@@ -615,7 +612,7 @@ impl Pool {
                 .take()
                 .unwrap_or_else(|| anyhow!("a writer failed")));
         }
-        Ok(())
+        Ok(state)
     }
 
     fn failed(&self) -> bool {
