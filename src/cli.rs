@@ -52,6 +52,14 @@ enum Command {
     },
     /// List the project's commands (what `den` alone does)
     List,
+    /// Build containers' setup steps now (default: every container; see docs/config.md)
+    Build {
+        /// Rebuild every step, even those already built
+        #[arg(long)]
+        force: bool,
+        /// Containers to build (default: all)
+        containers: Vec<String>,
+    },
     /// Fetch an image from a registry into the store (see docs/registry.md)
     Pull {
         /// The platform to pull from a multi-platform image (default: linux/<this machine>)
@@ -136,6 +144,7 @@ pub fn main() -> i32 {
             commands::shell::execute(container.as_deref(), network.into())
         }
         Command::List => commands::list::execute(),
+        Command::Build { force, containers } => commands::build::execute(&containers, force),
         Command::Pull {
             platform,
             quiet,

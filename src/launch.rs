@@ -36,23 +36,43 @@ pub fn run(request: Request<'_>) -> Result<i32> {
     // layers. Close-on-exec: no program in the container inherits it
     // (the container's init, a clone of den, holds a copy until it ends).
     let _store_lock = store.lock_shared()?;
-    let image = resolve_image(&store, request.project, request.container, &container.from)?;
+    let image = crate::build::image(
+        &store,
+        request.project,
+        request.container,
+        crate::build::Options::default(),
+    )?;
     let argv = match request.argv.is_empty() {
         true => default_argv(&image)?,
         false => request.argv.clone(),
     };
     let tty = userns::stdio_is_terminal();
+    let mut environ = crate::build::proxy_env();
+    let mut run_files = Vec::new();
+    if container.host_ca
+        && let Some((file, vars)) = crate::build::ca_files_and_env()
+    {
+        run_files.push(file);
+        environ.extend(vars);
+    }
+    environ.extend(request.environ.iter().cloned());
     let spec = Spec {
         layers: image.layers.clone(),
         scratch: store.scratch_dir()?,
         work: Some(request.project.root.clone()),
         cwd: working_dir(container, &request.project.root, request.cwd),
         argv,
-        env: environment(&image, container, &request.environ, tty),
+        env: environment(&image, container, &environ, tty),
         user: container.user,
         hostname: request.container.to_string(),
         network: request.network,
         tty,
+        layer_dir: None,
+        binds: Vec::new(),
+        run_files,
+        output: None,
+        action: Default::default(),
+        fake_ownership: false,
     };
     userns::run(&spec)
 }
@@ -181,7 +201,10 @@ mod tests {
 
     fn container(workdir: Option<&str>) -> Container {
         Container {
-            from: Source::parse("oci:img", Path::new("/p")).unwrap(),
+            from: crate::config::Base::Image(Source::parse("oci:img", Path::new("/p")).unwrap()),
+            from_at: (1, 1),
+            setup: Vec::new(),
+            host_ca: true,
             environ: [
                 ("A".to_string(), "container".to_string()),
                 ("B".to_string(), "b".to_string()),

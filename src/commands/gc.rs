@@ -7,14 +7,17 @@ use crate::image::Store;
 
 pub fn execute(dry_run: bool) -> Result<i32> {
     let store = Store::open_default()?;
-    let report = store.gc(dry_run)?;
+    let report = store.gc(dry_run, &|store, report| {
+        crate::build::collect_garbage(store, dry_run, report)
+    })?;
     let verb = if dry_run { "would remove" } else { "removed" };
     let freed = if dry_run { "would free" } else { "freed" };
     println!(
-        "{verb} {} image(s), {} layer(s), {} blob(s), {} temporary entr{}; {freed} {}",
+        "{verb} {} image(s), {} layer(s), {} blob(s), {} build step(s), {} temporary entr{}; {freed} {}",
         report.images,
         report.layers,
         report.blobs,
+        report.builds,
         report.tmp,
         if report.tmp == 1 { "y" } else { "ies" },
         crate::image::progress::human_size(report.bytes)

@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing and delegates to the
 //! library rooms (config, image, userns) through `launch`.
 
+pub mod build;
 pub mod exec;
 pub mod gc;
 pub mod images;

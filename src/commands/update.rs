@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 
+use crate::config::Base;
 use crate::config::lockfile::{Entry, LockFile};
 use crate::image::{Platform, Source, Store};
 
@@ -23,12 +24,12 @@ pub fn execute(containers: &[String]) -> Result<i32> {
     for name in &names {
         let from = &project.config.containers[name.as_str()].from;
         let reference = match from {
-            Source::Registry(reference)
+            Base::Image(Source::Registry(reference))
                 if reference.tag.is_some() && reference.digest.is_none() =>
             {
                 reference
             }
-            Source::Registry(_) => {
+            Base::Image(Source::Registry(_)) => {
                 println!("{name}: pinned by digest in den.yaml ({from})");
                 continue;
             }

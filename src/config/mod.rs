@@ -9,6 +9,7 @@ mod error;
 pub mod lockfile;
 mod schema;
 pub mod settings;
+pub mod step;
 mod suggest;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,8 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     suggest::did_you_mean(word, candidates, &[])
 }
 use crate::image::Source;
+
+pub use self::step::{Step, StepKind};
 
 /// The file name den looks for, walking up from the current directory.
 pub const FILE_NAME: &str = "den.yaml";
@@ -88,11 +91,34 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct Container {
-    pub from: Source,
+    pub from: Base,
+    /// Where `from` is written (line, column), for messages.
+    pub from_at: (u64, u64),
+    /// Build steps on top of `from`, in order.
+    pub setup: Vec<Step>,
+    /// Whether builds and commands get the host's CA bundle.
+    pub host_ca: bool,
     pub environ: IndexMap<String, String>,
     /// Working directory inside; default: /work plus the caller's subdirectory.
     pub workdir: Option<String>,
     pub user: User,
+}
+
+/// What a container starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    Image(Source),
+    /// Another container of the same den.yaml, with its setup steps.
+    Container(String),
+}
+
+impl std::fmt::Display for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Base::Image(source) => write!(f, "{source}"),
+            Base::Container(name) => write!(f, "container:{name}"),
+        }
+    }
 }
 
 /// The ids the command runs as inside the container; the invoking host

@@ -10,11 +10,13 @@ use indexmap::IndexMap;
 use super::error::{Issue, Pos, with_hint};
 use super::suggest::did_you_mean;
 use super::yaml::{Node, Value};
-use super::{Command, Config, Container, FILE_NAME, Network, Run, User};
+use super::{Base, Command, Config, Container, FILE_NAME, Network, Run, User};
 use crate::image::Source;
 
 const TOP_KEYS: &[&str] = &["version", "containers", "commands"];
-const CONTAINER_KEYS: &[&str] = &["from", "environ", "workdir", "user"];
+mod steps;
+
+const CONTAINER_KEYS: &[&str] = &["from", "setup", "environ", "workdir", "user", "host-ca"];
 const COMMAND_KEYS: &[&str] = &[
     "container",
     "run",
@@ -30,6 +32,8 @@ const CONTAINER_ALIASES: &[(&str, &str)] = &[
     ("cwd", "workdir"),
     ("working_dir", "workdir"),
     ("uid", "user"),
+    ("steps", "setup"),
+    ("build", "setup"),
 ];
 const COMMAND_ALIASES: &[(&str, &str)] = &[
     ("cmd", "run"),
@@ -42,7 +46,8 @@ const COMMAND_ALIASES: &[(&str, &str)] = &[
 
 const CONTAINERS_EXPECTED: &str =
     "at least one container, e.g. `containers: {dev: {from: \"oci:./image\"}}`";
-const SOURCE_EXPECTED: &str = "an image source such as `oci:./image` or `oci-archive:./image.tar`";
+const SOURCE_EXPECTED: &str = "an image such as `debian:bookworm`, `oci:./image` or \
+     `oci-archive:./image.tar`, or `container:<name>` to build on another container";
 const ENV_VALUE_EXPECTED: &str = "a string, number or boolean (`\"\"` for an empty value)";
 
 /// The whole file: `root` is its document, `None` when it has none.
@@ -70,6 +75,7 @@ pub(super) fn config(root: Option<&Node>, src: &str, base: &Path) -> Result<Conf
         ));
     };
     let containers = doc.containers(containers)?;
+    check_bases(&containers)?;
     let commands = match top.get("commands") {
         Some(commands) => doc.commands(commands, &containers)?,
         None => IndexMap::new(),
@@ -166,8 +172,22 @@ impl Doc<'_> {
             )
         })?;
         let source = self.text(from, &what, SOURCE_EXPECTED)?;
+        let from_at = from.at();
+        let from = match source.strip_prefix("container:") {
+            Some(name) => Base::Container(name.to_string()),
+            None => Base::Image(
+                Source::parse(&source, self.base).map_err(|err| Issue::text(from_at, err))?,
+            ),
+        };
         Ok(Container {
-            from: Source::parse(&source, self.base).map_err(|err| Issue::text(from.at(), err))?,
+            from,
+            from_at: (from_at.line, from_at.column),
+            setup: table
+                .read("setup", |setup| self.setup(setup, &what))?
+                .unwrap_or_default(),
+            host_ca: table
+                .read("host-ca", |flag| self.flag(flag, &what))?
+                .unwrap_or(true),
             environ: table
                 .read("environ", |env| self.environ(env, &what))?
                 .unwrap_or_default(),
@@ -455,6 +475,52 @@ impl Doc<'_> {
             None => node.value.kind().to_string(),
         }
     }
+}
+
+/// Every `from: container:<name>` names another container of the file,
+/// and following them never loops.
+fn check_bases(containers: &IndexMap<String, Container>) -> Result<(), Issue> {
+    for (name, container) in containers {
+        let Base::Container(base) = &container.from else {
+            continue;
+        };
+        let at = Pos {
+            line: container.from_at.0,
+            column: container.from_at.1,
+        };
+        if !containers.contains_key(base) {
+            let others = containers.keys().filter(|other| *other != name);
+            let hint = did_you_mean(base, others.clone().map(String::as_str), &[]);
+            let what = with_hint(
+                format!("unknown container `{base}` in `from` of container `{name}`"),
+                hint,
+            );
+            return Err(Issue::new(
+                at,
+                what,
+                format!("`container:` followed by {}", choices(others)),
+            ));
+        }
+        let mut chain = vec![name.as_str()];
+        let mut next = base.as_str();
+        while let Some(Base::Container(after)) = containers.get(next).map(|c| &c.from) {
+            chain.push(next);
+            if chain.contains(&after.as_str()) {
+                chain.push(after);
+                let what = format!(
+                    "containers build on each other in a loop: {}",
+                    chain.join(" → ")
+                );
+                return Err(Issue::new(
+                    at,
+                    what,
+                    "a chain of `from: container:` that ends at an image",
+                ));
+            }
+            next = after;
+        }
+    }
+    Ok(())
 }
 
 /// A container or command name: it is typed on the command line and used

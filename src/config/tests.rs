@@ -58,10 +58,10 @@ commands:
     let dev = &config.containers["dev"];
     assert_eq!(
         dev.from,
-        Source::OciLayout {
+        Base::Image(Source::OciLayout {
             path: "/p/images/dev".into(),
             tag: Some("v2".into())
-        }
+        })
     );
     assert_eq!(pairs(&dev.environ), [("DEBUG", "1"), ("NAME", "den")]);
     assert_eq!(dev.workdir.as_deref(), Some("/src"));
@@ -75,10 +75,10 @@ commands:
     let ci = &config.containers["ci"];
     assert_eq!(
         ci.from,
-        Source::OciArchive {
+        Base::Image(Source::OciArchive {
             path: "/abs/ci.tar".into(),
             tag: None
-        }
+        })
     );
     assert_eq!((ci.user, ci.workdir.as_deref()), (User::default(), None));
 
@@ -246,12 +246,12 @@ fn unknown_keys_suggest_the_right_one() {
     assert_eq!(
         err("containers:\n  dev:\n    from: oci:img\n    environment: {A: b}\n"),
         "4:5: unknown key `environment` in container `dev` (did you mean `environ`?); \
-         expected one of `from`, `environ`, `workdir` or `user`"
+         expected one of `from`, `setup`, `environ`, `workdir`, `user` or `host-ca`"
     );
     assert_eq!(
         err("containers:\n  dev:\n    image: oci:img\n"),
         "3:5: unknown key `image` in container `dev` (did you mean `from`?); \
-         expected one of `from`, `environ`, `workdir` or `user`"
+         expected one of `from`, `setup`, `environ`, `workdir`, `user` or `host-ca`"
     );
     assert_eq!(
         err(&with_commands("  b:\n    container: dev\n    cmd: make\n")),
@@ -288,13 +288,15 @@ fn unknown_container_reference() {
 fn missing_required_keys() {
     assert_eq!(
         err("containers:\n  dev:\n    workdir: /w\n"),
-        "2:3: container `dev` has no `from`; expected `from:` with an image source such as \
-         `oci:./image` or `oci-archive:./image.tar`"
+        "2:3: container `dev` has no `from`; expected `from:` with an image such as \
+         `debian:bookworm`, `oci:./image` or `oci-archive:./image.tar`, or `container:<name>` \
+         to build on another container"
     );
     assert_eq!(
         err("containers:\n  dev:\n"),
-        "2:3: container `dev` has no `from`; expected `from:` with an image source such as \
-         `oci:./image` or `oci-archive:./image.tar`"
+        "2:3: container `dev` has no `from`; expected `from:` with an image such as \
+         `debian:bookworm`, `oci:./image` or `oci-archive:./image.tar`, or `container:<name>` \
+         to build on another container"
     );
     assert_eq!(
         err(&with_commands("  b:\n    run: x\n")),
@@ -314,8 +316,9 @@ fn bad_values_are_placed_at_the_value() {
     );
     assert_eq!(
         err("containers:\n  dev:\n    from: [oci:img]\n"),
-        "3:11: `from` in container `dev` is a list; expected an image source such as \
-         `oci:./image` or `oci-archive:./image.tar`"
+        "3:11: `from` in container `dev` is a list; expected an image such as \
+         `debian:bookworm`, `oci:./image` or `oci-archive:./image.tar`, or `container:<name>` \
+         to build on another container"
     );
     assert_eq!(
         err("containers:\n  dev:\n    from: oci:img\n    workdir: src\n"),
@@ -454,10 +457,10 @@ fn load_walks_up_from_a_subdirectory() {
     assert_eq!(find(&sub), Some(root.join(FILE_NAME)));
     assert_eq!(
         project.config.containers["dev"].from,
-        Source::OciLayout {
+        Base::Image(Source::OciLayout {
             path: root.join("img"),
             tag: None
-        },
+        }),
         "relative to den.yaml, not the start directory"
     );
 }
@@ -505,5 +508,96 @@ fn examples_in_the_docs_are_valid() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "the minimal, full and merge-key examples");
+    assert_eq!(
+        checked, 4,
+        "the minimal, full, setup and merge-key examples"
+    );
+}
+
+fn with_setup(steps: &str) -> String {
+    format!("containers:\n  dev:\n    from: oci:img\n    setup:\n{steps}")
+}
+
+#[test]
+fn setup_steps_parse_into_their_kinds() {
+    use crate::config::step::{Copy, Pip};
+    let config = ok(&with_setup(
+        "      - run: make\n      - install: [git, curl]\n      - copy: {from: src, to: /opt/src/, exclude: ['*.o']}\n      - env: {A: 1}\n      - text: {to: /etc/x, content: hi, mode: 0600}\n      - pip: [requests]\n      - npm: /app\n",
+    ));
+    let steps = &config.containers["dev"].setup;
+    assert_eq!(steps.len(), 7);
+    assert_eq!(steps[0].kind, StepKind::Run("make".into()));
+    assert_eq!((steps[0].line, steps[0].column), (5, 9));
+    assert_eq!(
+        steps[1].kind,
+        StepKind::Install(vec!["git".into(), "curl".into()])
+    );
+    assert_eq!(
+        steps[2].kind,
+        StepKind::Copy(Copy {
+            from: "src".into(),
+            to: "/opt/src/".into(),
+            exclude: vec!["*.o".into()],
+        })
+    );
+    let StepKind::Text(text) = &steps[4].kind else {
+        panic!("{:?}", steps[4]);
+    };
+    assert_eq!(text.mode, 0o600);
+    assert_eq!(
+        steps[5].kind,
+        StepKind::Pip(Pip {
+            packages: vec!["requests".into()],
+            requirements: None,
+            venv: None,
+        })
+    );
+}
+
+#[test]
+fn bad_setup_steps_are_placed_and_explained() {
+    assert_eq!(
+        err(&with_setup("      - apt: [git]\n")),
+        "5:9: unknown step `apt` in step 1 of `setup` in container `dev` (did you mean `install`?); \
+         expected `run`, `install`, `copy`, `env`, `download`, `text`, `pip` or `npm`"
+    );
+    assert_eq!(
+        err(&with_setup("      - run: make\n        install: [git]\n")),
+        "5:9: step 1 of `setup` in container `dev` is a map with 2 keys; expected a one-key map \
+         such as `- run: make` or `- install: [git]`; start each step with its own `-`"
+    );
+    assert_eq!(
+        err(&with_setup("      - copy: {from: ../secrets, to: /s}\n")),
+        "5:22: `from` in the `copy` step is `../secrets`, outside the project; \
+         expected a path relative to the project root (the directory of den.yaml)"
+    );
+    assert_eq!(
+        err(&with_setup("      - download: {url: https://x/y, to: /y}\n")),
+        "5:19: the `download` step has no `sha256`; expected `sha256:` with the file's SHA-256 \
+         as 64 hex digits (required: run `sha256sum` on a copy you trust)"
+    );
+    assert_eq!(
+        err(&with_setup("      - text: {to: /x, content: a, mode: 999}\n")),
+        "5:42: `mode` in the `text` step is `999`; expected an octal mode such as `0755` or `\"644\"`"
+    );
+    assert_eq!(
+        err(&with_setup("      - install: []\n")),
+        "5:18: the `install` step is empty; expected a list of package names, such as `[git, curl]`"
+    );
+}
+
+#[test]
+fn container_bases_must_exist_and_not_loop() {
+    assert_eq!(
+        err("containers:\n  a:\n    from: container:b\n  b:\n    from: container:a\n"),
+        "3:11: containers build on each other in a loop: a → b → a; \
+         expected a chain of `from: container:` that ends at an image"
+    );
+    assert_eq!(
+        err("containers:\n  a:\n    from: container:bb\n  b:\n    from: oci:img\n"),
+        "3:11: unknown container `bb` in `from` of container `a` (did you mean `b`?); \
+         expected `container:` followed by `b`"
+    );
+    let config = ok("containers:\n  a:\n    from: oci:img\n  b:\n    from: container:a\n");
+    assert_eq!(config.containers["b"].from, Base::Container("a".into()));
 }

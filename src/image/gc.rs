@@ -41,6 +41,8 @@ pub struct Listed {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
     pub images: usize,
+    /// Build steps (see `build`) no project's current build uses.
+    pub builds: usize,
     pub layers: usize,
     pub blobs: usize,
     pub tmp: usize,
@@ -134,8 +136,15 @@ impl Store {
     }
 
     /// Collects garbage under the exclusive store lock; fails when any
-    /// other den uses the store. `dry_run` only reports.
-    pub fn gc(&self, dry_run: bool) -> anyhow::Result<GcReport> {
+    /// other den uses the store. `dry_run` only reports. `builds` runs
+    /// under the lock first: it removes the build records it no longer
+    /// needs (adding them to the report) and returns the layers the
+    /// remaining ones use.
+    pub fn gc(
+        &self,
+        dry_run: bool,
+        builds: &dyn Fn(&Store, &mut GcReport) -> anyhow::Result<BTreeSet<String>>,
+    ) -> anyhow::Result<GcReport> {
         let Some(_exclusive) = self.try_lock_exclusive()? else {
             bail!(
                 "den is running elsewhere (a container, a pull or an import uses the store); try again"
@@ -143,6 +152,7 @@ impl Store {
         };
         let inventory = self.inventory()?;
         let mut report = GcReport::default();
+        let built_layers = builds(self, &mut report)?;
 
         // Records no name points at.
         let mut named: BTreeSet<String> = BTreeSet::new();
@@ -156,7 +166,7 @@ impl Store {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut kept_layers = BTreeSet::new();
+        let mut kept_layers = built_layers;
         let mut kept_blobs = BTreeSet::new();
         for (hex, record) in &inventory.records {
             // Unnamed but used lately: an image a den.lock pins by digest

@@ -23,6 +23,13 @@ pub struct FileLock {
     _file: File,
 }
 
+impl FileLock {
+    /// Wraps a file the caller has locked.
+    pub fn from_locked(file: File) -> FileLock {
+        FileLock { _file: file }
+    }
+}
+
 /// Waits for and takes the exclusive lock on `path` (created if needed;
 /// lock files are never deleted, so two processes always lock the same
 /// inode).

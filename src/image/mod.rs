@@ -37,13 +37,13 @@
 //!
 //! See docs/store.md for the details.
 
-mod digest;
-mod fsx;
+pub(crate) mod digest;
+pub(crate) mod fsx;
 mod gc;
 mod implicit;
 mod layer;
 mod layout;
-mod lock;
+pub(crate) mod lock;
 pub mod meta;
 pub mod progress;
 pub mod registry;

@@ -8,6 +8,7 @@ use rustix::process::{
 };
 
 use super::channel::Channel;
+use super::seccomp::FakeOwnership;
 use super::sys::{SignalSet, bring_loopback_up, read_signal};
 use super::{EXIT_DEN_FAILED, HostIds, Launch, process, rootfs, tty};
 use crate::config::{Network, User};
@@ -62,13 +63,19 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel) -> Result<i32> {
         true => Some(tty::open_in_container(launch.winsize)?),
         false => None,
     };
+    // On init itself, so that the command and all it starts inherit it.
+    // From here on init must not call chown or set*id (see seccomp.rs).
+    let fake_ownership = match spec.fake_ownership {
+        true => Some(FakeOwnership::install()?),
+        false => None,
+    };
     let command = process::spawn(spec, terminal.as_ref().map(|t| t.slave.as_c_str()))?;
     if let Some(terminal) = terminal {
         channel
             .send_terminal(rustix::fd::AsFd::as_fd(&terminal.master))
             .context("handing the terminal to den")?;
     }
-    supervise_command(command, &signals, channel)
+    supervise_command(command, &signals, channel, fake_ownership)
 }
 
 /// Maps the invoking host user (and group) to the container user. An
@@ -84,19 +91,24 @@ fn map_ids(host: HostIds, user: User) -> Result<()> {
     write("gid_map", format!("{} {} 1", user.gid, host.gid))
 }
 
-/// Waits for the command, reaping every orphan that lands on pid 1 and
-/// passing signals on, and returns the command's exit status.
+/// Waits for the command, reaping every orphan that lands on pid 1,
+/// passing signals on and answering chowns in builds, and returns the
+/// command's exit status.
 fn supervise_command(
     command: Pid,
     signals: &impl rustix::fd::AsFd,
     channel: &Channel,
+    mut fake_ownership: Option<FakeOwnership>,
 ) -> Result<i32> {
     loop {
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(signals, PollFlags::IN),
             // den never writes to init, so any readiness means it is gone.
             PollFd::new(channel, PollFlags::IN | PollFlags::RDHUP),
         ];
+        if let Some(fake) = &fake_ownership {
+            fds.push(PollFd::new(fake, PollFlags::IN));
+        }
         match poll(&mut fds, None) {
             Err(rustix::io::Errno::INTR) => continue,
             result => result.context("waiting for signals")?,
@@ -104,12 +116,34 @@ fn supervise_command(
         if !fds[1].revents().is_empty() {
             return Ok(EXIT_DEN_FAILED);
         }
+        let chown_events = fds.get(2).map(PollFd::revents);
+        if let (Some(fake), Some(events)) = (&fake_ownership, chown_events)
+            && !serve_chown(fake, events)
+        {
+            fake_ownership = None;
+        }
         while let Some(signal) = read_signal(signals).context("reading a signal")? {
             if signal != libc::SIGCHLD {
                 forward(command, signal);
             } else if let Some(status) = reap(command)? {
                 return Ok(exit_code(status));
             }
+        }
+    }
+}
+
+/// Answers a chown of the command's when one is pending. False when the
+/// listener is done: no filtered process is left, or it failed (chowns
+/// then fail with ENOSYS, which is better than init dying).
+fn serve_chown(fake: &FakeOwnership, events: PollFlags) -> bool {
+    if !events.contains(PollFlags::IN) {
+        return events.is_empty();
+    }
+    match fake.handle_one() {
+        Ok(()) => true,
+        Err(err) => {
+            eprintln!("den: cannot fake file ownership any more, chown fails from now on: {err}");
+            false
         }
     }
 }

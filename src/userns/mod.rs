@@ -14,16 +14,23 @@ mod diagnose;
 mod init;
 mod process;
 mod rootfs;
+mod seccomp;
 mod supervise;
 mod sys;
 mod tty;
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 use rustix::termios::Winsize;
 
 use crate::config::{Network, User};
+
+pub use process::DEFAULT_PATH;
+pub use rootfs::{MOUNT_POINTS, RUN_DEN};
+pub use seccomp::OWNER_XATTR;
 
 /// Exit status for den's own failures, as Docker and Podman use.
 pub const EXIT_DEN_FAILED: i32 = 125;
@@ -48,6 +55,52 @@ pub struct Spec {
     pub network: Network,
     /// Give the command a terminal (den's own stdin and stdout are ttys).
     pub tty: bool,
+    /// Build steps only: fake root's power over ids (chown to any id is
+    /// recorded in the `user.den.owner` xattr; set*id to unmapped ids and
+    /// setgroups succeed without effect), as package managers need.
+    pub fake_ownership: bool,
+    /// For a build step: the overlay's upper layer lives on disk here
+    /// (`fs` and `work` inside), and the container leaves the image's
+    /// files alone (no /work; /etc files bound, not written), so the
+    /// upper holds only what the step changed.
+    pub layer_dir: Option<PathBuf>,
+    /// Host files and directories bound into the container.
+    pub binds: Vec<Bind>,
+    /// Files written to a tmpfs at /run/den: (file name, contents).
+    pub run_files: Vec<(String, Vec<u8>)>,
+    /// Where the command's stdout and stderr go instead of den's; its
+    /// stdin is then /dev/null. Held open by the caller.
+    pub output: Option<RawFd>,
+    pub action: Action,
+}
+
+/// A host path bound at `target`, an absolute path under /run/den.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What the command process does once the container is ready.
+#[derive(Clone, Default)]
+pub enum Action {
+    /// Exec `argv`.
+    #[default]
+    Exec,
+    /// Run den's own code inside the container (a build step that needs
+    /// no program from the image, such as `copy`); its error is printed
+    /// and the process exits 1.
+    Call(Arc<dyn Fn() -> Result<()> + Send + Sync>),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Exec => f.write_str("Exec"),
+            Action::Call(_) => f.write_str("Call"),
+        }
+    }
 }
 
 /// Runs the command described by `spec` and returns its exit status
@@ -55,7 +108,13 @@ pub struct Spec {
 ///
 /// Must be called while den is single-threaded.
 pub fn run(spec: &Spec) -> Result<i32> {
-    supervise::run(spec)
+    supervise::run(spec, || {})
+}
+
+/// `run`, calling `started` in den once the container's init exists:
+/// the first point where den may start threads again.
+pub fn run_with(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
+    supervise::run(spec, started)
 }
 
 /// Whether den's stdin and stdout are both terminals, the condition for

@@ -9,11 +9,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::process::Pid;
 
-use super::Spec;
 use super::sys::{Forked, SignalSet, fork, reset_signal_disposition};
+use super::{Action, Spec};
 use crate::config::User;
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Exit statuses of a shell for a command it cannot run.
 const EXIT_NOT_EXECUTABLE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
@@ -53,6 +53,12 @@ fn exec(
 ) -> (i32, String) {
     if let Err(err) = prepare(spec, terminal) {
         return (super::EXIT_DEN_FAILED, format!("{err:#}"));
+    }
+    if let Action::Call(work) = &spec.action {
+        return match work() {
+            Ok(()) => std::process::exit(0),
+            Err(err) => (1, format!("{err:#}")),
+        };
     }
     let program = &spec.argv[0];
     let candidates: Vec<String> = if program.contains('/') {
@@ -94,6 +100,9 @@ fn prepare(spec: &Spec, terminal: Option<&CStr>) -> Result<()> {
     // A session of its own: without a terminal, the command cannot push
     // input into den's terminal (TIOCSTI); with one, it gets job control.
     rustix::process::setsid().context("starting a session")?;
+    if let Some(output) = spec.output {
+        redirect_output(output).context("attaching the step's output")?;
+    }
     if let Some(slave) = terminal {
         let fd = rustix::fs::open(slave, rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty())
             .context("opening the terminal")?;
@@ -104,6 +113,21 @@ fn prepare(spec: &Spec, terminal: Option<&CStr>) -> Result<()> {
     }
     rustix::thread::set_no_new_privs(true).context("setting no_new_privs")?;
     std::env::set_current_dir(&spec.cwd).with_context(|| format!("entering {}", spec.cwd))
+}
+
+/// stdout and stderr to `output`, stdin from /dev/null.
+fn redirect_output(output: std::os::fd::RawFd) -> Result<()> {
+    // SAFETY: the caller keeps `output` open until the container ends.
+    let output = unsafe { std::os::fd::BorrowedFd::borrow_raw(output) };
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(output)?;
+    rustix::stdio::dup2_stderr(output)?;
+    Ok(())
 }
 
 fn execve(program: &CStr, argv: &[CString], envp: &[CString]) -> std::io::Error {

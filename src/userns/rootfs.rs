@@ -42,11 +42,30 @@ const MASKED_PROC_DIRS: [&str; 2] = ["acpi", "scsi"];
 const READ_ONLY_PROC: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 const MASKED_SYS_DIRS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
 
+/// Where den's own files go inside the container (a tmpfs): the CA
+/// bundle, package manager settings, bound caches.
+pub const RUN_DEN: &str = "/run/den";
+
+/// Paths a build step's container may create in its upper layer only
+/// as mount points or stubs; capture removes them when they are empty.
+pub const MOUNT_POINTS: [&str; 9] = [
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "run/den",
+    "run",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/hostname",
+];
+
 /// Parts of the host taken before `pivot_root`.
 struct HostParts {
     proc: OwnedFd,
     sys: OwnedFd,
     work: Option<OwnedFd>,
+    binds: Vec<(String, OwnedFd)>,
     devices: Vec<(&'static str, OwnedFd)>,
     resolv_conf: Vec<u8>,
     hosts: Vec<u8>,
@@ -87,6 +106,19 @@ fn take_host_parts(spec: &Spec) -> Result<HostParts> {
         ),
         None => None,
     };
+    let binds = spec
+        .binds
+        .iter()
+        .map(|bind| {
+            let tree = take_tree(&bind.source)
+                .with_context(|| format!("binding {}", bind.source.display()))?;
+            if bind.read_only {
+                make_tree_read_only(&tree)
+                    .with_context(|| format!("binding {} read-only", bind.source.display()))?;
+            }
+            Ok((bind.target.clone(), tree))
+        })
+        .collect::<Result<_>>()?;
     let devices = DEVICES
         .iter()
         .map(|name| {
@@ -101,6 +133,7 @@ fn take_host_parts(spec: &Spec) -> Result<HostParts> {
         proc,
         sys,
         work,
+        binds,
         devices,
         resolv_conf: fs::read("/etc/resolv.conf").unwrap_or_default(),
         hosts: fs::read("/etc/hosts").unwrap_or_default(),
@@ -145,12 +178,15 @@ fn mount_overlay(spec: &Spec) -> Result<PathBuf> {
         fs::create_dir(scratch.join(dir))
             .with_context(|| format!("creating {dir} in the scratch tmpfs"))?;
     }
+    // A build step's upper is its future layer, on the store's disk.
+    let (upper, work) = match &spec.layer_dir {
+        Some(dir) => (dir.join("fs"), dir.join("work")),
+        None => (scratch.join("upper"), scratch.join("work")),
+    };
+    // Named before `lower_dirs` may change into the store's directory.
+    let (upper, work) = (option_path(&upper)?, option_path(&work)?);
     let lower = lower_dirs(spec, &scratch.join("empty"))?;
-    let options = format!(
-        "lowerdir={lower},upperdir={},workdir={},userxattr",
-        option_path(&scratch.join("upper"))?,
-        option_path(&scratch.join("work"))?
-    );
+    let options = format!("lowerdir={lower},upperdir={upper},workdir={work},userxattr");
     let root = scratch.join("root");
     let options = CString::new(options).context("layer paths contain a NUL byte")?;
     mount(
@@ -233,7 +269,47 @@ fn populate(spec: &Spec, host: HostParts) -> Result<()> {
     if let Some(work) = host.work {
         attach(work, "/work")?;
     }
-    write_etc(spec, &host.resolv_conf, &host.hosts)
+    mount_tmpfs(RUN_DEN, "mode=0755", MountFlags::NOSUID | MountFlags::NODEV)?;
+    for (name, contents) in &spec.run_files {
+        let path = format!("{RUN_DEN}/{name}");
+        fs::write(&path, contents).with_context(|| format!("writing {path}"))?;
+    }
+    for (target, tree) in host.binds {
+        attach_bind(tree, &target)?;
+    }
+    let etc = etc_files(spec, &host.resolv_conf, &host.hosts);
+    match spec.layer_dir {
+        None => etc
+            .iter()
+            .try_for_each(|(path, contents)| replace_file(path, contents)),
+        Some(_) => etc
+            .iter()
+            .try_for_each(|(path, contents)| bind_file(path, contents)),
+    }
+}
+
+/// Attaches a bound host tree at `target`, making a mount point of the
+/// same kind (file or directory) first.
+fn attach_bind(tree: OwnedFd, target: &str) -> Result<()> {
+    let is_dir = rustix::fs::fstat(&tree)
+        .map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir())
+        .with_context(|| format!("inspecting what to mount at {target}"))?;
+    if is_dir {
+        ensure_dir(target)?;
+    } else {
+        if let Some(parent) = Path::new(target).parent() {
+            ensure_dir(&parent.to_string_lossy())?;
+        }
+        fs::File::create(target).with_context(|| format!("creating {target}"))?;
+    }
+    move_mount(
+        &tree,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .with_context(|| format!("mounting {target}"))
 }
 
 /// Attaches a detached mount at `target`, creating the mount point.
@@ -353,11 +429,9 @@ fn mask_dir(path: &Path) -> Result<()> {
     .with_context(|| format!("masking {}", path.display()))
 }
 
-/// /etc/resolv.conf, /etc/hosts and /etc/hostname for this container.
-/// They land in the ephemeral upper layer; any symlink the image had
-/// there is replaced, never followed.
-fn write_etc(spec: &Spec, resolv_conf: &[u8], host_hosts: &[u8]) -> Result<()> {
-    ensure_dir("/etc")?;
+/// /etc/resolv.conf, /etc/hosts and /etc/hostname for this container:
+/// (path, contents).
+fn etc_files(spec: &Spec, resolv_conf: &[u8], host_hosts: &[u8]) -> [(&'static str, Vec<u8>); 3] {
     let mut hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
         spec.hostname
@@ -366,12 +440,17 @@ fn write_etc(spec: &Spec, resolv_conf: &[u8], host_hosts: &[u8]) -> Result<()> {
     if spec.network == Network::Host {
         hosts.extend_from_slice(host_hosts);
     }
-    replace_file("/etc/hosts", &hosts)?;
-    replace_file("/etc/resolv.conf", resolv_conf)?;
-    replace_file("/etc/hostname", format!("{}\n", spec.hostname).as_bytes())
+    [
+        ("/etc/hosts", hosts),
+        ("/etc/resolv.conf", resolv_conf.to_vec()),
+        ("/etc/hostname", format!("{}\n", spec.hostname).into_bytes()),
+    ]
 }
 
+/// For a run: the file lands in the ephemeral upper layer; any symlink
+/// the image had there is replaced, never followed.
 fn replace_file(path: &str, contents: &[u8]) -> Result<()> {
+    ensure_dir("/etc")?;
     match fs::remove_file(path) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => {
             return Err(err).with_context(|| format!("replacing {path}"));
@@ -381,4 +460,24 @@ fn replace_file(path: &str, contents: &[u8]) -> Result<()> {
     fs::write(path, contents).with_context(|| format!("writing {path}"))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o644))
         .with_context(|| format!("writing {path}"))
+}
+
+/// For a build step: the file is written to /run/den and bound over the
+/// image's, so the layer keeps the image's own. An image without one
+/// gets an empty stub (removed at capture); a symlink there is left
+/// alone rather than followed.
+fn bind_file(path: &str, contents: &[u8]) -> Result<()> {
+    let name = Path::new(path).file_name().expect("an /etc file name");
+    let source = Path::new(RUN_DEN).join(name);
+    fs::write(&source, contents).with_context(|| format!("writing {}", source.display()))?;
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            ensure_dir("/etc")?;
+            fs::File::create(path).with_context(|| format!("creating {path}"))?;
+        }
+        Err(err) => return Err(err).with_context(|| format!("inspecting {path}")),
+    }
+    mount_bind(&source, path).with_context(|| format!("mounting {path}"))
 }

@@ -14,7 +14,7 @@ use super::sys::{Forked, clone_into_namespaces, read_signal};
 use super::{EXIT_DEN_FAILED, HostIds, Launch, Spec, diagnose, tty};
 use crate::config::Network;
 
-pub(super) fn run(spec: &Spec) -> Result<i32> {
+pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     let host = HostIds {
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),
@@ -46,6 +46,7 @@ pub(super) fn run(spec: &Spec) -> Result<i32> {
             Forked::Parent(pid) => Pid::from_raw(pid).context("clone returned pid 0")?,
         };
     drop(init_end);
+    started();
     if spec.tty {
         attend_terminal(init, &den_end, &signals)
     } else {

@@ -50,6 +50,25 @@ fn insecure_registries() -> anyhow::Result<String> {
     Ok(list.join(","))
 }
 
+/// An agent for a plain file download (a build's `download:` step), with
+/// the rules registry requests follow: the system trust store, proxies
+/// as curl reads them (never for loopback), retries left to the caller.
+pub fn download_agent(url: &str) -> anyhow::Result<Agent> {
+    let https = url.starts_with("https://");
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let proxy = match is_plain_http(authority, None) {
+        true => None,
+        false => proxy_for(host_of(authority), https, &|name| std::env::var(name).ok())?,
+    };
+    Ok(agent(false, proxy))
+}
+
 /// `host:port` → `host`; `[::1]:5000` → `[::1]`.
 fn host_of(registry: &str) -> &str {
     if registry.starts_with('[') {

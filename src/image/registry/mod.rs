@@ -14,7 +14,7 @@ use std::io::Read;
 
 use anyhow::{Context, bail};
 
-pub use client::{Client, INSECURE_ENV};
+pub use client::{Client, INSECURE_ENV, download_agent};
 pub use reference::Reference;
 
 use super::digest::Digest;

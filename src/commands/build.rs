@@ -1,0 +1,24 @@
+//! `den build [<container>…] [--force]`: build the project's containers
+//! (all by default) now, rather than on their first `den run`.
+
+use anyhow::Result;
+
+use crate::build::{self, Options};
+use crate::image::Store;
+
+pub fn execute(containers: &[String], force: bool) -> Result<i32> {
+    let (project, _) = super::current_project()?;
+    for name in containers {
+        super::check_container(&project, name)?;
+    }
+    let names: Vec<String> = match containers.is_empty() {
+        true => project.config.containers.keys().cloned().collect(),
+        false => containers.to_vec(),
+    };
+    let store = Store::open_default()?;
+    for name in &names {
+        let image = build::image(&store, &project, name, Options { force })?;
+        println!("{name}: {}", image.id);
+    }
+    Ok(0)
+}
