@@ -1,6 +1,6 @@
 //! Argument parsing and dispatch; each subcommand lives in `commands/`.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::config::Network;
@@ -25,9 +25,8 @@ pub struct Cli {
 enum Command {
     /// Run a command defined in den.yaml, with any extra arguments
     Run {
-        /// Override the command's network
-        #[arg(long, value_enum)]
-        network: Option<NetworkArg>,
+        #[command(flatten)]
+        net: NetArgs,
         /// The command's name in den.yaml
         command: String,
         /// Extra arguments for the command
@@ -36,8 +35,8 @@ enum Command {
     },
     /// Run a program in one of the project's containers
     Exec {
-        #[arg(long, value_enum, default_value = "host")]
-        network: NetworkArg,
+        #[command(flatten)]
+        net: NetArgs,
         /// The container's name in den.yaml
         container: String,
         /// The program and its arguments (default: the image's entrypoint and command)
@@ -46,8 +45,8 @@ enum Command {
     },
     /// Start an interactive shell in a container (default: the first in den.yaml)
     Shell {
-        #[arg(long, value_enum, default_value = "host")]
-        network: NetworkArg,
+        #[command(flatten)]
+        net: NetArgs,
         container: Option<String>,
     },
     /// List the project's commands (what `den` alone does)
@@ -108,8 +107,30 @@ enum Command {
     },
 }
 
+/// Network options of the commands that start a container.
+#[derive(Args, Debug)]
+struct NetArgs {
+    /// The network, instead of den.yaml's (default: slirp)
+    #[arg(long, value_enum)]
+    network: Option<NetworkArg>,
+    /// Publish a port: `[host address:]host port:container port[/udp]`, e.g. `8080:80` (repeatable; with slirp)
+    #[arg(long = "publish", short = 'p', value_name = "PORT")]
+    ports: Vec<crate::net::PortSpec>,
+}
+
+impl NetArgs {
+    fn choice(self) -> crate::launch::NetChoice {
+        crate::launch::NetChoice {
+            network: self.network.map(Network::from),
+            ports: self.ports,
+        }
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum NetworkArg {
+    /// A network namespace of its own, reaching out through den's user-mode stack
+    Slirp,
     /// Share the host's network
     Host,
     /// Only a loopback interface
@@ -119,6 +140,7 @@ enum NetworkArg {
 impl From<NetworkArg> for Network {
     fn from(arg: NetworkArg) -> Network {
         match arg {
+            NetworkArg::Slirp => Network::Slirp,
             NetworkArg::Host => Network::Host,
             NetworkArg::None => Network::None,
         }
@@ -130,18 +152,14 @@ impl From<NetworkArg> for Network {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::List) {
-        Command::Run {
-            network,
-            command,
-            args,
-        } => commands::run::execute(&command, args, network.map(Network::from)),
+        Command::Run { net, command, args } => commands::run::execute(&command, args, net.choice()),
         Command::Exec {
-            network,
+            net,
             container,
             argv,
-        } => commands::exec::execute(&container, argv, network.into()),
-        Command::Shell { network, container } => {
-            commands::shell::execute(container.as_deref(), network.into())
+        } => commands::exec::execute(&container, argv, net.choice()),
+        Command::Shell { net, container } => {
+            commands::shell::execute(container.as_deref(), net.choice())
         }
         Command::List => commands::list::execute(),
         Command::Build { force, containers } => commands::build::execute(&containers, force),

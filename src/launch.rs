@@ -18,9 +18,18 @@ pub struct Request<'a> {
     pub argv: Vec<String>,
     /// Extra variables; later entries win over the container's.
     pub environ: Vec<(String, String)>,
-    pub network: Network,
+    pub net: NetChoice,
     /// The host directory den was started in.
     pub cwd: &'a Path,
+}
+
+/// The network a request asks for, over the container's.
+#[derive(Debug, Clone, Default)]
+pub struct NetChoice {
+    /// `None`: the container's `network`.
+    pub network: Option<Network>,
+    /// Published ports (`network: slirp` only).
+    pub ports: Vec<crate::net::PortSpec>,
 }
 
 /// Runs the request and returns the command's exit status.
@@ -46,6 +55,12 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         true => default_argv(&image)?,
         false => request.argv.clone(),
     };
+    let network = request.net.network.unwrap_or(container.network);
+    if !request.net.ports.is_empty() && network != Network::Slirp {
+        anyhow::bail!(
+            "published ports need `--network slirp` (the container's network is `{network}`)"
+        );
+    }
     let tty = userns::stdio_is_terminal();
     let mut environ = crate::build::proxy_env();
     let mut run_files = Vec::new();
@@ -65,7 +80,9 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         env: environment(&image, container, &environ, tty),
         user: container.user,
         hostname: request.container.to_string(),
-        network: request.network,
+        network,
+        ports: request.net.ports.clone(),
+        host_loopback: container.host_loopback,
         tty,
         layer_dir: None,
         binds: Vec::new(),
@@ -205,6 +222,8 @@ mod tests {
             from_at: (1, 1),
             setup: Vec::new(),
             host_ca: true,
+            network: Network::Slirp,
+            host_loopback: true,
             environ: [
                 ("A".to_string(), "container".to_string()),
                 ("B".to_string(), "b".to_string()),

@@ -11,4 +11,5 @@ pub mod commands;
 pub mod config;
 pub mod image;
 pub mod launch;
+pub mod net;
 pub mod userns;

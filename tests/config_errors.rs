@@ -64,7 +64,8 @@ fn unknown_key_names_it_and_suggests_the_close_one() {
         &[
             "unknown key `environment` in container `dev`",
             "(did you mean `environ`?)",
-            "expected one of `from`, `setup`, `environ`, `workdir`, `user` or `host-ca`",
+            "expected one of `from`, `setup`, `environ`, `workdir`, `user`, `network`, \
+             `host-loopback` or `host-ca`",
         ],
     );
 }
@@ -153,7 +154,8 @@ fn unknown_network_lists_the_allowed_values() {
         14,
         &[
             "unknown network `bridge` in command `go`",
-            "expected `host` (share the host's network) or `none` (loopback only)",
+            "expected `slirp` (its own network, reaching out through den), \
+             `host` (share the host's network) or `none` (loopback only)",
         ],
     );
 }

@@ -160,6 +160,8 @@ impl Builder<'_> {
                 container: self.name,
                 workdir: self.container.workdir.as_deref(),
                 host_ca: self.container.host_ca,
+                network: self.container.network,
+                host_loopback: self.container.host_loopback,
                 label: format!("step {}/{total}", index + 1),
             };
             let planned = step::plan(&self.project.root, step, &mut cache)?;

@@ -59,6 +59,9 @@ pub fn plan<'a>(root: &Path, step: &'a Step, cache: &mut StatCache) -> Result<Pl
                 exclude: spec.exclude.clone(),
             };
             let inputs = copy::scan(root, &spec, cache)?;
+            for warning in &inputs.warnings {
+                eprintln!("den: warning: {warning}");
+            }
             planned.inputs = inputs.key_bytes();
             planned.watched = inputs.watched.clone();
             planned.data = Data::Copy(inputs);
@@ -110,6 +113,8 @@ pub struct StepContext<'a> {
     pub container: &'a str,
     pub workdir: Option<&'a str>,
     pub host_ca: bool,
+    pub network: crate::config::Network,
+    pub host_loopback: bool,
     /// e.g. `step 2/5`.
     pub label: String,
 }
@@ -306,7 +311,9 @@ fn run_in_container(
         env,
         user: User::default(),
         hostname: ctx.container.to_string(),
-        network: crate::config::Network::Host,
+        network: ctx.network,
+        ports: Vec::new(),
+        host_loopback: ctx.host_loopback,
         tty: false,
         layer_dir: Some(layer_dir.to_path_buf()),
         binds,

@@ -2,10 +2,9 @@
 
 use anyhow::Result;
 
-use crate::config::Network;
-use crate::launch::{self, Request};
+use crate::launch::{self, NetChoice, Request};
 
-pub fn execute(container: &str, argv: Vec<String>, network: Network) -> Result<i32> {
+pub fn execute(container: &str, argv: Vec<String>, net: NetChoice) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     super::check_container(&project, container)?;
     launch::run(Request {
@@ -13,7 +12,7 @@ pub fn execute(container: &str, argv: Vec<String>, network: Network) -> Result<i
         container,
         argv,
         environ: Vec::new(),
-        network,
+        net,
         cwd: &cwd,
     })
 }

@@ -2,10 +2,10 @@
 
 use anyhow::{Result, bail};
 
-use crate::config::{Network, Run};
-use crate::launch::{self, Request};
+use crate::config::Run;
+use crate::launch::{self, NetChoice, Request};
 
-pub fn execute(name: &str, args: Vec<String>, network: Option<Network>) -> Result<i32> {
+pub fn execute(name: &str, args: Vec<String>, mut net: NetChoice) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     let Some(command) = project.config.commands.get(name) else {
         bail!("{}", unknown_command(name, project.config.commands.keys()));
@@ -22,6 +22,8 @@ pub fn execute(name: &str, args: Vec<String>, network: Option<Network>) -> Resul
             .collect(),
         Run::Argv(argv) => argv.iter().cloned().chain(args).collect(),
     };
+    net.network = net.network.or(command.network);
+    net.ports.splice(0..0, command.ports.iter().cloned());
     launch::run(Request {
         project: &project,
         container: &command.container,
@@ -31,7 +33,7 @@ pub fn execute(name: &str, args: Vec<String>, network: Option<Network>) -> Resul
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        network: network.unwrap_or(command.network),
+        net,
         cwd: &cwd,
     })
 }

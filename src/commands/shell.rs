@@ -2,12 +2,11 @@
 
 use anyhow::{Context, Result};
 
-use crate::config::Network;
-use crate::launch::{self, Request};
+use crate::launch::{self, NetChoice, Request};
 
 const SHELL: &str = "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l";
 
-pub fn execute(container: Option<&str>, network: Network) -> Result<i32> {
+pub fn execute(container: Option<&str>, net: NetChoice) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     let container = match container {
         Some(name) => {
@@ -28,7 +27,7 @@ pub fn execute(container: Option<&str>, network: Network) -> Result<i32> {
         container: &container,
         argv,
         environ: Vec::new(),
-        network,
+        net,
         cwd: &cwd,
     })
 }

@@ -98,6 +98,10 @@ pub struct Container {
     pub setup: Vec<Step>,
     /// Whether builds and commands get the host's CA bundle.
     pub host_ca: bool,
+    /// For builds and commands that don't set their own.
+    pub network: Network,
+    /// With `network: slirp`, whether 10.0.2.2 reaches the host's loopback.
+    pub host_loopback: bool,
     pub environ: IndexMap<String, String>,
     /// Working directory inside; default: /work plus the caller's subdirectory.
     pub workdir: Option<String>,
@@ -110,6 +114,16 @@ pub enum Base {
     Image(Source),
     /// Another container of the same den.yaml, with its setup steps.
     Container(String),
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Slirp => "slirp",
+            Network::Host => "host",
+            Network::None => "none",
+        })
+    }
 }
 
 impl std::fmt::Display for Base {
@@ -135,7 +149,10 @@ pub struct Command {
     pub run: Run,
     pub description: Option<String>,
     pub environ: IndexMap<String, String>,
-    pub network: Network,
+    /// `None`: the container's.
+    pub network: Option<Network>,
+    /// Host ports forwarded into the container (with `network: slirp`).
+    pub ports: Vec<crate::net::PortSpec>,
     /// Whether extra CLI arguments are appended to `run`.
     pub accepts_arguments: bool,
 }
@@ -150,8 +167,11 @@ pub enum Run {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// Share the host's network namespace.
+    /// A network namespace of its own, reaching out through den's
+    /// user-mode stack (`net`).
     #[default]
+    Slirp,
+    /// Share the host's network namespace.
     Host,
     /// A fresh network namespace with only loopback.
     None,

@@ -16,13 +16,23 @@ use crate::image::Source;
 const TOP_KEYS: &[&str] = &["version", "containers", "commands"];
 mod steps;
 
-const CONTAINER_KEYS: &[&str] = &["from", "setup", "environ", "workdir", "user", "host-ca"];
+const CONTAINER_KEYS: &[&str] = &[
+    "from",
+    "setup",
+    "environ",
+    "workdir",
+    "user",
+    "network",
+    "host-loopback",
+    "host-ca",
+];
 const COMMAND_KEYS: &[&str] = &[
     "container",
     "run",
     "description",
     "environ",
     "network",
+    "ports",
     "accepts-arguments",
 ];
 
@@ -42,6 +52,8 @@ const COMMAND_ALIASES: &[(&str, &str)] = &[
     ("args", "accepts-arguments"),
     ("arguments", "accepts-arguments"),
     ("help", "description"),
+    ("publish", "ports"),
+    ("expose", "ports"),
 ];
 
 const CONTAINERS_EXPECTED: &str =
@@ -188,6 +200,12 @@ impl Doc<'_> {
             host_ca: table
                 .read("host-ca", |flag| self.flag(flag, &what))?
                 .unwrap_or(true),
+            network: table
+                .read("network", |net| self.network(net, &what))?
+                .unwrap_or_default(),
+            host_loopback: table
+                .read("host-loopback", |flag| self.flag(flag, &what))?
+                .unwrap_or(true),
             environ: table
                 .read("environ", |env| self.environ(env, &what))?
                 .unwrap_or_default(),
@@ -266,20 +284,34 @@ impl Doc<'_> {
                 "`run:` with a shell command or a list of arguments",
             )
         })?;
-        Ok(Command {
+        let command = Command {
             container: self.container_ref(container, &what, containers)?,
             run: self.run(run, &what)?,
             description: table.read("description", |text| self.text(text, &what, "a string"))?,
             environ: table
                 .read("environ", |env| self.environ(env, &what))?
                 .unwrap_or_default(),
-            network: table
-                .read("network", |net| self.network(net, &what))?
+            network: table.read("network", |net| self.network(net, &what))?,
+            ports: table
+                .read("ports", |ports| self.ports(ports, &what))?
                 .unwrap_or_default(),
             accepts_arguments: table
                 .read("accepts-arguments", |flag| self.flag(flag, &what))?
                 .unwrap_or(true),
-        })
+        };
+        let network = command
+            .network
+            .unwrap_or(containers[&command.container].network);
+        if let Some(ports) = table.get("ports")
+            && !command.ports.is_empty()
+            && network != Network::Slirp
+        {
+            let what = format!("{what} publishes `ports` with `network: {network}`");
+            let expected =
+                "`network: slirp` (with `host`, the command's ports are the host's already)";
+            return Err(Issue::new(ports.key_at, what, expected));
+        }
+        Ok(command)
     }
 
     fn container_ref(
@@ -330,16 +362,39 @@ impl Doc<'_> {
     }
 
     fn network(&self, entry: &Entry, owner: &str) -> Result<Network, Issue> {
-        const EXPECTED: &str = "`host` (share the host's network) or `none` (loopback only)";
+        const EXPECTED: &str = "`slirp` (its own network, reaching out through den), \
+                                `host` (share the host's network) or `none` (loopback only)";
         match self.text(entry, owner, EXPECTED)?.as_str() {
+            "slirp" => Ok(Network::Slirp),
             "host" => Ok(Network::Host),
             "none" => Ok(Network::None),
             other => {
-                let hint = did_you_mean(other, ["host", "none"], &[]);
+                let hint = did_you_mean(other, ["slirp", "host", "none"], &[]);
                 let what = with_hint(format!("unknown network `{other}` in {owner}"), hint);
                 Err(Issue::new(entry.at(), what, EXPECTED))
             }
         }
+    }
+
+    /// `ports: ["8080:80", "127.0.0.1:5432:5432", "5353:53/udp"]`.
+    fn ports(&self, entry: &Entry, owner: &str) -> Result<Vec<crate::net::PortSpec>, Issue> {
+        const EXPECTED: &str = "a list of `[host address:]host port:container port[/tcp|/udp]`, \
+                                such as `[\"8080:80\", \"5353:53/udp\"]`";
+        let Value::Seq(items) = entry.value() else {
+            let what = format!("`ports` in {owner} is {}", entry.value().kind());
+            return Err(Issue::new(entry.at(), what, EXPECTED));
+        };
+        items
+            .iter()
+            .map(|item| {
+                let text = self.scalar(item).ok_or_else(|| {
+                    let what = format!("an entry of `ports` in {owner} is {}", item.value.kind());
+                    Issue::new(item.referenced, what, EXPECTED)
+                })?;
+                text.parse()
+                    .map_err(|err: anyhow::Error| Issue::new(item.referenced, err, EXPECTED))
+            })
+            .collect()
     }
 
     fn flag(&self, entry: &Entry, owner: &str) -> Result<bool, Issue> {

@@ -91,14 +91,11 @@ commands:
     assert_eq!(build.environ["RUST_LOG"], "debug");
     assert_eq!(
         (build.network, build.accepts_arguments),
-        (Network::None, false)
+        (Some(Network::None), false)
     );
     let shell = &config.commands["shell"];
     assert_eq!(shell.run, Run::Shell("exec bash".into()));
-    assert_eq!(
-        (shell.network, shell.accepts_arguments),
-        (Network::Host, true)
-    );
+    assert_eq!((shell.network, shell.accepts_arguments), (None, true));
     assert!(shell.description.is_none() && shell.environ.is_empty());
 }
 
@@ -246,24 +243,26 @@ fn unknown_keys_suggest_the_right_one() {
     assert_eq!(
         err("containers:\n  dev:\n    from: oci:img\n    environment: {A: b}\n"),
         "4:5: unknown key `environment` in container `dev` (did you mean `environ`?); \
-         expected one of `from`, `setup`, `environ`, `workdir`, `user` or `host-ca`"
+         expected one of `from`, `setup`, `environ`, `workdir`, `user`, `network`, \
+         `host-loopback` or `host-ca`"
     );
     assert_eq!(
         err("containers:\n  dev:\n    image: oci:img\n"),
         "3:5: unknown key `image` in container `dev` (did you mean `from`?); \
-         expected one of `from`, `setup`, `environ`, `workdir`, `user` or `host-ca`"
+         expected one of `from`, `setup`, `environ`, `workdir`, `user`, `network`, \
+         `host-loopback` or `host-ca`"
     );
     assert_eq!(
         err(&with_commands("  b:\n    container: dev\n    cmd: make\n")),
         "7:5: unknown key `cmd` in command `b` (did you mean `run`?); expected one of `container`, \
-         `run`, `description`, `environ`, `network` or `accepts-arguments`"
+         `run`, `description`, `environ`, `network`, `ports` or `accepts-arguments`"
     );
     assert_eq!(
         err(&with_commands(
             "  b:\n    container: dev\n    run: make\n    volumes: []\n"
         )),
         "8:5: unknown key `volumes` in command `b`; expected one of `container`, \
-         `run`, `description`, `environ`, `network` or `accepts-arguments`"
+         `run`, `description`, `environ`, `network`, `ports` or `accepts-arguments`"
     );
 }
 
@@ -370,7 +369,8 @@ fn bad_command_values() {
     assert_eq!(
         command("    network: hots\n"),
         "8:14: unknown network `hots` in command `b` (did you mean `host`?); \
-         expected `host` (share the host's network) or `none` (loopback only)"
+         expected `slirp` (its own network, reaching out through den), \
+         `host` (share the host's network) or `none` (loopback only)"
     );
     assert_eq!(
         command("    accepts-arguments: yes\n"),
@@ -572,12 +572,16 @@ fn bad_setup_steps_are_placed_and_explained() {
          expected a path relative to the project root (the directory of den.yaml)"
     );
     assert_eq!(
-        err(&with_setup("      - download: {url: https://x/y, to: /y}\n")),
+        err(&with_setup(
+            "      - download: {url: https://x/y, to: /y}\n"
+        )),
         "5:19: the `download` step has no `sha256`; expected `sha256:` with the file's SHA-256 \
          as 64 hex digits (required: run `sha256sum` on a copy you trust)"
     );
     assert_eq!(
-        err(&with_setup("      - text: {to: /x, content: a, mode: 999}\n")),
+        err(&with_setup(
+            "      - text: {to: /x, content: a, mode: 999}\n"
+        )),
         "5:42: `mode` in the `text` step is `999`; expected an octal mode such as `0755` or `\"644\"`"
     );
     assert_eq!(

@@ -56,17 +56,52 @@ impl Channel {
     }
 
     pub fn send_terminal(&self, master: BorrowedFd<'_>) -> std::io::Result<()> {
-        let fds = [master];
+        self.send_fd(TAG_TERMINAL, master)
+    }
+
+    /// One tag byte with one file descriptor.
+    pub fn send_fd(&self, tag: u8, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        let fds = [fd];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         control.push(SendAncillaryMessage::ScmRights(&fds));
         sendmsg(
             &self.0,
-            &[IoSlice::new(&[TAG_TERMINAL])],
+            &[IoSlice::new(&[tag])],
             &mut control,
             SendFlags::empty(),
         )?;
         Ok(())
+    }
+
+    /// Sends one tag byte alone.
+    pub fn send_tag(&self, tag: u8) -> std::io::Result<()> {
+        sendmsg(
+            &self.0,
+            &[IoSlice::new(&[tag])],
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// Waits for a tag byte and the descriptor sent with it, if any;
+    /// `None` when the other end is gone.
+    pub fn receive_tagged(&self) -> std::io::Result<Option<(u8, Option<OwnedFd>)>> {
+        let mut byte = [0u8; 1];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let received = recvmsg(
+            &self.0,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        let fd = control.drain().find_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        });
+        Ok((received.bytes == 1).then_some((byte[0], fd)))
     }
 
     /// Waits for init's message (blocking), or reads one already sent

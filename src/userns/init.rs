@@ -10,7 +10,7 @@ use rustix::process::{
 use super::channel::Channel;
 use super::seccomp::FakeOwnership;
 use super::sys::{SignalSet, bring_loopback_up, read_signal};
-use super::{EXIT_DEN_FAILED, HostIds, Launch, process, rootfs, tty};
+use super::{EXIT_DEN_FAILED, HostIds, Launch, process, rootfs, slirp, tty};
 use crate::config::{Network, User};
 
 /// Signals den passes on to the command: the ones a user or a CI runner
@@ -33,8 +33,8 @@ pub(super) fn handled_signals() -> SignalSet {
 }
 
 /// Init's entry point, right after clone. Never returns.
-pub(super) fn main(launch: &Launch<'_>, channel: Channel) -> ! {
-    let code = match set_up_and_run(launch, &channel) {
+pub(super) fn main(launch: &Launch<'_>, channel: Channel, network: Option<Channel>) -> ! {
+    let code = match set_up_and_run(launch, &channel, network) {
         Ok(code) => code,
         Err(err) => {
             channel.send_failure(&format!("{err:#}"));
@@ -44,13 +44,16 @@ pub(super) fn main(launch: &Launch<'_>, channel: Channel) -> ! {
     std::process::exit(code)
 }
 
-fn set_up_and_run(launch: &Launch<'_>, channel: &Channel) -> Result<i32> {
+fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channel>) -> Result<i32> {
     // Die with den. If den died before this line, the channel's hang-up
     // below catches it.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .context("setting the parent-death signal")?;
     let spec = launch.spec;
     map_ids(launch.host, spec.user)?;
+    if let Some(network) = &network {
+        slirp::create_and_send_tun(network)?;
+    }
     let signals = handled_signals()
         .signalfd()
         .context("creating a signalfd")?;
@@ -75,7 +78,7 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel) -> Result<i32> {
             .send_terminal(rustix::fd::AsFd::as_fd(&terminal.master))
             .context("handing the terminal to den")?;
     }
-    supervise_command(command, &signals, channel, fake_ownership)
+    supervise_command(command, &signals, channel, fake_ownership, network)
 }
 
 /// Maps the invoking host user (and group) to the container user. An
@@ -99,6 +102,7 @@ fn supervise_command(
     signals: &impl rustix::fd::AsFd,
     channel: &Channel,
     mut fake_ownership: Option<FakeOwnership>,
+    mut network: Option<Channel>,
 ) -> Result<i32> {
     loop {
         let mut fds = vec![
@@ -106,9 +110,15 @@ fn supervise_command(
             // den never writes to init, so any readiness means it is gone.
             PollFd::new(channel, PollFlags::IN | PollFlags::RDHUP),
         ];
-        if let Some(fake) = &fake_ownership {
+        // Optional sources after the two fixed ones: (network, chown).
+        let network_at = network.as_ref().map(|channel| {
+            fds.push(PollFd::new(channel, PollFlags::IN));
+            fds.len() - 1
+        });
+        let chown_at = fake_ownership.as_ref().map(|fake| {
             fds.push(PollFd::new(fake, PollFlags::IN));
-        }
+            fds.len() - 1
+        });
         match poll(&mut fds, None) {
             Err(rustix::io::Errno::INTR) => continue,
             result => result.context("waiting for signals")?,
@@ -116,7 +126,15 @@ fn supervise_command(
         if !fds[1].revents().is_empty() {
             return Ok(EXIT_DEN_FAILED);
         }
-        let chown_events = fds.get(2).map(PollFd::revents);
+        let network_events = network_at.map(|at| fds[at].revents());
+        let chown_events = chown_at.map(|at| fds[at].revents());
+        drop(fds);
+        if let (Some(channel), Some(events)) = (&network, network_events)
+            && !events.is_empty()
+            && !slirp::serve_socket_request(channel)
+        {
+            network = None;
+        }
         if let (Some(fake), Some(events)) = (&fake_ownership, chown_events)
             && !serve_chown(fake, events)
         {

@@ -15,6 +15,7 @@ mod init;
 mod process;
 mod rootfs;
 mod seccomp;
+mod slirp;
 mod supervise;
 mod sys;
 mod tty;
@@ -53,6 +54,10 @@ pub struct Spec {
     pub user: User,
     pub hostname: String,
     pub network: Network,
+    /// Host ports forwarded into the container (`network: slirp`).
+    pub ports: Vec<crate::net::PortSpec>,
+    /// With `network: slirp`: whether 10.0.2.2 reaches the host's loopback.
+    pub host_loopback: bool,
     /// Give the command a terminal (den's own stdin and stdout are ttys).
     pub tty: bool,
     /// Build steps only: fake root's power over ids (chown to any id is

@@ -93,7 +93,9 @@ fn take_host_parts(spec: &Spec) -> Result<HostParts> {
     let proc = fresh_mount("proc", flags).context("mounting /proc for the new pid namespace")?;
     let sys = match spec.network {
         // sysfs shows network devices, so a fresh one needs its own netns.
-        Network::None => fresh_mount("sysfs", flags | MountAttrFlags::MOUNT_ATTR_RDONLY),
+        Network::None | Network::Slirp => {
+            fresh_mount("sysfs", flags | MountAttrFlags::MOUNT_ATTR_RDONLY)
+        }
         Network::Host => {
             take_tree("/sys").and_then(|tree| make_tree_read_only(&tree).map(|()| tree))
         }
@@ -437,12 +439,23 @@ fn etc_files(spec: &Spec, resolv_conf: &[u8], host_hosts: &[u8]) -> [(&'static s
         spec.hostname
     )
     .into_bytes();
-    if spec.network == Network::Host {
-        hosts.extend_from_slice(host_hosts);
-    }
+    let resolv_conf = match spec.network {
+        Network::Host => {
+            hosts.extend_from_slice(host_hosts);
+            resolv_conf.to_vec()
+        }
+        Network::Slirp => {
+            if spec.host_loopback {
+                let line = format!("{}\t{}\n", crate::net::GATEWAY_ADDR, crate::net::HOST_NAME);
+                hosts.extend_from_slice(line.as_bytes());
+            }
+            format!("nameserver {}\n", crate::net::DNS_ADDR).into_bytes()
+        }
+        Network::None => Vec::new(),
+    };
     [
         ("/etc/hosts", hosts),
-        ("/etc/resolv.conf", resolv_conf.to_vec()),
+        ("/etc/resolv.conf", resolv_conf),
         ("/etc/hostname", format!("{}\n", spec.hostname).into_bytes()),
     ]
 }

@@ -11,7 +11,7 @@ use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use super::channel::{self, Channel, Message};
 use super::init::{self, exit_code};
 use super::sys::{Forked, clone_into_namespaces, read_signal};
-use super::{EXIT_DEN_FAILED, HostIds, Launch, Spec, diagnose, tty};
+use super::{EXIT_DEN_FAILED, HostIds, Launch, Spec, diagnose, slirp, tty};
 use crate::config::Network;
 
 pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
@@ -24,6 +24,13 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     handled.block().context("blocking signals")?;
     let signals = handled.signalfd().context("creating a signalfd")?;
     let (den_end, init_end) = channel::pair().context("creating the init channel")?;
+    let (network, network_init_end) = match spec.network {
+        Network::Slirp => {
+            let (den_side, init_side) = slirp::prepare(spec)?;
+            (Some(den_side), Some(init_side))
+        }
+        _ => (None, None),
+    };
     // A buffered line would otherwise be printed twice, once per process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
@@ -34,6 +41,7 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
                 // The lifeline works only if init holds no copy of den's end.
                 drop(den_end);
                 drop(signals);
+                drop(network);
                 init::main(
                     &Launch {
                         spec,
@@ -41,18 +49,28 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
                         winsize,
                     },
                     init_end,
+                    network_init_end,
                 )
             }
             Forked::Parent(pid) => Pid::from_raw(pid).context("clone returned pid 0")?,
         };
     drop(init_end);
+    drop(network_init_end);
+    // From here den may run threads: the network's, the caller's.
+    let network = match network {
+        Some(den_side) => slirp::start(den_side)?,
+        None => None,
+    };
     started();
-    if spec.tty {
+    let code = if spec.tty {
         attend_terminal(init, &den_end, &signals)
     } else {
-        let code = wait_forwarding(init, &signals)?;
-        check_setup(code, &den_end)
+        wait_forwarding(init, &signals).and_then(|code| check_setup(code, &den_end))
+    };
+    if let Some(network) = network {
+        network.stop()?;
     }
+    code
 }
 
 /// The kernel refuses a new user namespace to a multi-threaded process,
@@ -75,7 +93,7 @@ fn namespace_flags(spec: &Spec) -> libc::c_int {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC;
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         flags |= libc::CLONE_NEWNET;
     }
     flags
