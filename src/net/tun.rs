@@ -85,6 +85,17 @@ fn attach_interface(tun: &OwnedFd) -> Result<(), TunError> {
             },
         });
     }
+    // Persistent, the device goes with the container's network namespace,
+    // which the kernel tears down in the background. Otherwise closing
+    // den's descriptor unregisters it on the spot, and that waits for an
+    // RCU grace period: ~25 ms added to every container's exit.
+    // SAFETY: TUNSETPERSIST takes its flag by value.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } == -1 {
+        return Err(TunError::Other {
+            step: "keep the TUN interface with its namespace (TUNSETPERSIST)",
+            source: io::Error::last_os_error(),
+        });
+    }
     Ok(())
 }
 
