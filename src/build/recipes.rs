@@ -139,8 +139,7 @@ fn apt_conf(cache: &str) -> String {
 /// which Debian marks externally managed (PEP 668); in a container
 /// image that protection has nothing to protect.
 pub fn pip(pip: &Pip, requirements: Option<Vec<u8>>) -> Result<Recipe> {
-    let cache = cache_dir("pip")?;
-    let target = format!("{RUN_DEN}/cache/pip");
+    let (bind, target) = shared_cache("pip")?;
     let mut args = quote_all(&pip.packages);
     let mut run_files = Vec::new();
     if let Some(bytes) = requirements {
@@ -171,20 +170,27 @@ pub fn pip(pip: &Pip, requirements: Option<Vec<u8>>) -> Result<Recipe> {
     Ok(Recipe {
         script,
         env: owned(&env),
-        binds: vec![Bind {
-            source: cache,
-            target,
-            read_only: false,
-        }],
+        binds: vec![bind],
         run_files,
         lock: None,
     })
 }
 
+/// A cache shared by all projects, bound at /run/den/cache/<kind>; also
+/// returns that path.
+fn shared_cache(kind: &str) -> Result<(Bind, String)> {
+    let target = format!("{RUN_DEN}/cache/{kind}");
+    let bind = Bind {
+        source: cache_dir(kind)?,
+        target: target.clone(),
+        read_only: false,
+    };
+    Ok((bind, target))
+}
+
 /// `npm ci` in `dir` with the project's package.json and lock file.
 pub fn npm(npm: &Npm, package: Vec<u8>, lock: Vec<u8>) -> Result<Recipe> {
-    let cache = cache_dir("npm")?;
-    let target = format!("{RUN_DEN}/cache/npm");
+    let (bind, target) = shared_cache("npm")?;
     let dir = quote(&npm.dir);
     let script = format!(
         "mkdir -p {dir}\ncat {RUN_DEN}/package.json > {dir}/package.json\n\
@@ -200,11 +206,7 @@ pub fn npm(npm: &Npm, package: Vec<u8>, lock: Vec<u8>) -> Result<Recipe> {
     Ok(Recipe {
         script,
         env: owned(&env),
-        binds: vec![Bind {
-            source: cache,
-            target,
-            read_only: false,
-        }],
+        binds: vec![bind],
         run_files: vec![
             ("package.json".into(), package),
             ("package-lock.json".into(), lock),

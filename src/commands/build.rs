@@ -8,13 +8,7 @@ use crate::image::Store;
 
 pub fn execute(containers: &[String], force: bool) -> Result<i32> {
     let (project, _) = super::current_project()?;
-    for name in containers {
-        super::check_container(&project, name)?;
-    }
-    let names: Vec<String> = match containers.is_empty() {
-        true => project.config.containers.keys().cloned().collect(),
-        false => containers.to_vec(),
-    };
+    let names = super::selected_containers(&project, containers)?;
     let store = Store::open_default()?;
     for name in &names {
         let image = build::image(&store, &project, name, Options { force })?;

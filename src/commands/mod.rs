@@ -25,6 +25,17 @@ fn current_project() -> Result<(Project, std::path::PathBuf)> {
     Ok((project, cwd))
 }
 
+/// The containers named (each checked), or all of den.yaml's when none is.
+fn selected_containers(project: &Project, names: &[String]) -> Result<Vec<String>> {
+    for name in names {
+        check_container(project, name)?;
+    }
+    Ok(match names.is_empty() {
+        true => project.config.containers.keys().cloned().collect(),
+        false => names.to_vec(),
+    })
+}
+
 /// A clear error, with a did-you-mean, for a container den.yaml lacks.
 fn check_container(project: &Project, name: &str) -> Result<()> {
     let containers = &project.config.containers;

@@ -11,13 +11,7 @@ use crate::image::{Platform, Source, Store};
 
 pub fn execute(containers: &[String]) -> Result<i32> {
     let (project, _) = super::current_project()?;
-    for name in containers {
-        super::check_container(&project, name)?;
-    }
-    let names: Vec<String> = match containers.is_empty() {
-        true => project.config.containers.keys().cloned().collect(),
-        false => containers.to_vec(),
-    };
+    let names = super::selected_containers(&project, containers)?;
     let store = Store::open_default()?;
     let mut lock = LockFile::load(&project.root)?;
     let mut result = Ok(());

@@ -297,26 +297,22 @@ fn attach_bind(tree: OwnedFd, target: &str) -> Result<()> {
         .map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir())
         .with_context(|| format!("inspecting what to mount at {target}"))?;
     if is_dir {
-        ensure_dir(target)?;
-    } else {
-        if let Some(parent) = Path::new(target).parent() {
-            ensure_dir(&parent.to_string_lossy())?;
-        }
-        fs::File::create(target).with_context(|| format!("creating {target}"))?;
+        return attach(tree, target);
     }
-    move_mount(
-        &tree,
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .with_context(|| format!("mounting {target}"))
+    if let Some(parent) = Path::new(target).parent() {
+        ensure_dir(&parent.to_string_lossy())?;
+    }
+    fs::File::create(target).with_context(|| format!("creating {target}"))?;
+    move_into_place(tree, target)
 }
 
 /// Attaches a detached mount at `target`, creating the mount point.
 fn attach(tree: OwnedFd, target: &str) -> Result<()> {
     ensure_dir(target)?;
+    move_into_place(tree, target)
+}
+
+fn move_into_place(tree: OwnedFd, target: &str) -> Result<()> {
     move_mount(
         &tree,
         "",
