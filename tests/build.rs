@@ -230,6 +230,66 @@ commands:
     assert_eq!(built(&lines), 1, "{lines:?}");
 }
 
+/// Serves `body` over HTTP on 127.0.0.1 until the test ends; returns
+/// the port.
+fn serve_file(body: &'static [u8]) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_download_is_checked_against_its_sha256() {
+    const BODY: &[u8] = b"#!/bin/sh\necho downloaded tool\n";
+    let port = serve_file(BODY);
+    let sha = oci::sha256_hex(BODY);
+    let yaml = |sha: &str| {
+        format!(
+            "\
+containers:
+  dev:
+    from: oci:image:latest
+    setup:
+      - download:
+          url: http://127.0.0.1:{port}/tool
+          sha256: {sha}
+          to: /usr/local/bin/tool
+          mode: 0755
+commands:
+  tool:
+    container: dev
+    run: /usr/local/bin/tool; stat -c %a /usr/local/bin/tool
+"
+        )
+    };
+    let project = busybox_project(&yaml(&"0".repeat(64)));
+    refused(
+        &den(&project, &["run", "tool"]),
+        &[&format!(
+            "has sha256 {sha}, but den.yaml expects {}",
+            "0".repeat(64)
+        )],
+    );
+    fs::write(project.root.join("den.yaml"), yaml(&sha)).unwrap();
+    assert_eq!(
+        success(&den(&project, &["run", "tool"])),
+        "downloaded tool\n755\n"
+    );
+}
+
 /// The bookworm image `.ci/setup` makes (scripts/debian-image).
 fn debian_layout() -> PathBuf {
     let dir = PathBuf::from(
@@ -262,6 +322,7 @@ fn a_debian_build_installs_packages_users_and_pip_packages() {
 containers:
   py:
     from: {debian}:bookworm
+    network: slirp
     setup:
       - install: [python3, python3-venv, libutempter0]
       - run: useradd --create-home bob
