@@ -482,19 +482,37 @@ fn udp_echo_through_the_gateway() {
 const TEST_NAME: &[&str] = &["db", "den", "test"];
 const TEST_ANSWER: [u8; 4] = [192, 0, 2, 7];
 
-/// A DNS server on 127.0.0.1 answering every A query with 192.0.2.7.
+/// The answer to `query`: one A record, 192.0.2.7.
+fn dns_answer(query: &[u8]) -> Vec<u8> {
+    let mut answer = query.to_vec();
+    answer[2..4].copy_from_slice(&[0x81, 0x80]); // response, RD, RA
+    answer[6..8].copy_from_slice(&[0, 1]); // one answer
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    answer.extend_from_slice(&TEST_ANSWER);
+    answer
+}
+
+/// A DNS server on 127.0.0.1 (UDP and TCP on the same port) answering
+/// every A query with 192.0.2.7.
 fn dns_server() -> SocketAddr {
     let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let addr = server.local_addr().unwrap();
     thread::spawn(move || {
         let mut buffer = [0u8; 512];
         while let Ok((len, peer)) = server.recv_from(&mut buffer) {
-            let mut answer = buffer[..len].to_vec();
-            answer[2..4].copy_from_slice(&[0x81, 0x80]); // response, RD, RA
-            answer[6..8].copy_from_slice(&[0, 1]); // one answer
-            answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-            answer.extend_from_slice(&TEST_ANSWER);
-            let _ = server.send_to(&answer, peer);
+            let _ = server.send_to(&dns_answer(&buffer[..len]), peer);
+        }
+    });
+    let tcp = TcpListener::bind(addr).unwrap();
+    thread::spawn(move || {
+        for mut stream in tcp.incoming().flatten() {
+            let mut len = [0u8; 2];
+            let _ = stream.read_exact(&mut len);
+            let mut query = vec![0; usize::from(u16::from_be_bytes(len))];
+            let _ = stream.read_exact(&mut query);
+            let answer = dns_answer(&query);
+            let _ = stream.write_all(&(answer.len() as u16).to_be_bytes());
+            let _ = stream.write_all(&answer);
         }
     });
     addr
@@ -525,10 +543,28 @@ fn resolve_through_forwarder(wait: Duration) -> Result<()> {
     Ok(())
 }
 
+/// In the container: the same over TCP.
+fn resolve_over_tcp() -> Result<()> {
+    let mut stream = connect(SocketAddr::from((DNS_ADDR, 53)))?;
+    let query = dns_query(0x7cb);
+    stream.write_all(&(query.len() as u16).to_be_bytes())?;
+    stream.write_all(&query)?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len)?;
+    let mut answer = vec![0; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer)?;
+    ensure!(answer[..2] == [0x07, 0xcb], "answer to another query");
+    ensure!(answer.ends_with(&TEST_ANSWER), "answer: {answer:?}");
+    Ok(())
+}
+
 #[test]
 fn dns_forwarder_relays_to_the_host_resolver() {
     let upstream = dns_server();
-    let mut container = Container::spawn(|_| resolve_through_forwarder(Duration::from_secs(2)));
+    let mut container = Container::spawn(|_| {
+        resolve_through_forwarder(Duration::from_secs(2))?;
+        resolve_over_tcp()
+    });
     let options = NetOptions {
         host_loopback: false,
         dns_upstreams: vec![upstream],

@@ -16,7 +16,8 @@
 //! - UDP is NATed next to smoltcp: one connected host socket per (container
 //!   source, destination), replies written straight to the TUN.
 //! - DNS: 10.0.2.3:53 relays queries to the host's resolvers (from
-//!   /etc/resolv.conf, loopback ones included: den is on the host network).
+//!   /etc/resolv.conf, loopback ones included: den is on the host network),
+//!   over UDP (with fallback to the next resolver) and TCP (the first).
 //! - ICMP echo is answered for 10.0.2.2 and 10.0.2.3 only; nothing else is
 //!   pretended to be reachable.
 //! - Published ports ([`ports`]) bypass the stack: den listens on the host

@@ -200,6 +200,9 @@ struct Pump {
     pipe_read: OwnedFd,
     pipe_write: OwnedFd,
     buffered: usize,
+    /// The pipe took no more although `from` had data: wait for `to`
+    /// before reading again (else poll would report `from` forever).
+    pipe_full: bool,
     eof: bool,
     done: bool,
 }
@@ -434,13 +437,14 @@ impl Pump {
             pipe_read,
             pipe_write,
             buffered: 0,
+            pipe_full: false,
             eof: false,
             done: false,
         })
     }
 
     fn input_events(&self) -> libc::c_short {
-        if self.eof || self.buffered > 0 {
+        if self.eof || self.pipe_full {
             0
         } else {
             libc::POLLIN
@@ -451,22 +455,27 @@ impl Pump {
         if self.buffered > 0 { libc::POLLOUT } else { 0 }
     }
 
+    /// Fills the pipe from `from` and empties it into `to` until neither
+    /// moves; reading goes on while `to` is slow, up to the pipe's size.
     fn pump(&mut self, from: &impl AsFd, to: &impl AsFd) -> io::Result<()> {
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
         loop {
             let mut moved = false;
-            if !self.eof && self.buffered == 0 {
+            if !self.eof && !self.pipe_full {
                 match rustix::pipe::splice(from, None, &self.pipe_write, None, PIPE_SIZE, flags) {
                     Ok(0) => self.eof = true,
-                    Ok(n) => (self.buffered, moved) = (n, true),
-                    Err(rustix::io::Errno::AGAIN) => {}
+                    Ok(n) => (self.buffered, moved) = (self.buffered + n, true),
+                    Err(rustix::io::Errno::AGAIN) => self.pipe_full = self.buffered > 0,
                     Err(error) => return Err(error.into()),
                 }
             }
             if self.buffered > 0 {
                 match rustix::pipe::splice(&self.pipe_read, None, to, None, self.buffered, flags) {
-                    Ok(n) => (self.buffered, moved) = (self.buffered - n, moved || n > 0),
-                    Err(rustix::io::Errno::AGAIN) => {}
+                    Ok(n) if n > 0 => {
+                        (self.buffered, moved) = (self.buffered - n, true);
+                        self.pipe_full = false;
+                    }
+                    Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
                     Err(error) => return Err(error.into()),
                 }
             }

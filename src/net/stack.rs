@@ -247,6 +247,12 @@ impl Stack {
         if port == 0 {
             return None;
         }
+        if ip == DNS_ADDR {
+            // DNS over TCP (for answers too big for UDP) goes to the first
+            // resolver as a plain TCP flow.
+            let resolver = self.options.dns_upstreams.first().copied();
+            return resolver.filter(|_| port == 53);
+        }
         if ip == GATEWAY_ADDR {
             return self
                 .options
