@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
@@ -102,17 +102,8 @@ fn remove_den_made(root: BorrowedFd<'_>, den_made: &[PathBuf]) -> anyhow::Result
 }
 
 fn relative(path: &Path) -> anyhow::Result<PathBuf> {
-    let mut clean = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => clean.push(part),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                bail!("den-made path `{}` leaves the layer", path.display())
-            }
-        }
-    }
-    Ok(clean)
+    crate::image::clean_path(path)
+        .with_context(|| format!("den-made path `{}` leaves the layer", path.display()))
 }
 
 fn remove_if_empty(root: BorrowedFd<'_>, rel: &Path) -> anyhow::Result<()> {

@@ -91,13 +91,8 @@ fn recent(path: &Path) -> bool {
 
 fn remove(path: &Path, dry_run: bool, report: &mut GcReport) -> Result<()> {
     report.bytes += std::fs::metadata(path).map_or(0, |meta| meta.len());
-    if dry_run {
-        return Ok(());
-    }
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(err).with_context(|| format!("cannot remove `{}`", path.display()))
-        }
-        _ => Ok(()),
+    match dry_run {
+        true => Ok(()),
+        false => crate::image::remove_file(path),
     }
 }

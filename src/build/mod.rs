@@ -39,6 +39,7 @@ use self::record::{Head, Record};
 use self::step::Parent;
 use crate::config::{Base, Container, Project};
 use crate::image::digest::Digest;
+use crate::image::lock::lock_exclusive_or_wait;
 use crate::image::{Image, Store};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -205,24 +206,15 @@ impl Builder<'_> {
         key: &Digest,
     ) -> Result<Record> {
         let lock_path = self.store.lock_path(&format!("build-{}", key.hex()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .with_context(|| format!("cannot open `{}`", lock_path.display()))?;
-        if file.try_lock().is_err() {
+        let (_lock, waited) = lock_exclusive_or_wait(&lock_path, || {
             eprintln!(
                 "den: {}: {}: waiting for another den building the same step",
                 ctx.container, ctx.label
             );
-            file.lock()
-                .with_context(|| format!("cannot lock `{}`", lock_path.display()))?;
-            if let Some(built) = record::load(self.store, key) {
-                step::announce_cached(ctx, planned.step);
-                return Ok(built);
-            }
+        })?;
+        if waited && let Some(built) = record::load(self.store, key) {
+            step::announce_cached(ctx, planned.step);
+            return Ok(built);
         }
         step::build(ctx, planned, parent, key)
     }

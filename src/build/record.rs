@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use super::copy::Watched;
 use crate::image::Store;
 use crate::image::digest::Digest;
-use crate::image::lock::TempEntry;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -102,20 +101,17 @@ pub fn layer_name(fs: &Path) -> String {
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    crate::image::read_json(path).ok()
 }
 
-/// Writes `value` to `path` through a temporary file and a rename.
+/// Writes `value` to `path` through a temporary file and a rename;
+/// compact, as heads are read on every `den run`.
 pub fn write_json<T: Serialize>(store: &Store, path: &Path, value: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
     }
-    let mut temp = TempEntry::file(&store.root().join("tmp"), "build-record")?;
-    serde_json::to_writer(std::io::BufWriter::new(temp.handle()), value)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    temp.persist(path)
+    store.write_atomic(path, &serde_json::to_vec(value)?)
 }
 
 pub fn now() -> u64 {

@@ -17,7 +17,7 @@ use crate::config::step::{Download, Text};
 use crate::config::{Step, StepKind, User};
 use crate::image::Store;
 use crate::image::digest::Digest;
-use crate::image::lock::TempEntry;
+use crate::image::lock::{FileLock, TempEntry, lock_exclusive_or_wait};
 use crate::userns::{self, Action, Bind, RUN_DEN, Spec};
 
 /// Where copy steps see the project, read-only.
@@ -211,7 +211,7 @@ fn run_in_container(
     parent: &Parent,
     layer_dir: &Path,
     record: &mut Record,
-) -> Result<Option<crate::image::lock::FileLock>> {
+) -> Result<Option<FileLock>> {
     let step = planned.step;
     let layers: Vec<PathBuf> = parent
         .layers
@@ -357,23 +357,14 @@ fn failed(ctx: &StepContext<'_>, step: &Step, code: i32, captured: &[u8]) -> any
     )
 }
 
-fn lock_cache(path: &Path) -> Result<crate::image::lock::FileLock> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
-    if file.try_lock().is_err() {
+fn lock_cache(path: &Path) -> Result<FileLock> {
+    let (lock, _) = lock_exclusive_or_wait(path, || {
         eprintln!(
             "den: waiting for another den using the package cache {}",
             path.parent().unwrap_or(path).display()
         );
-        file.lock()
-            .with_context(|| format!("cannot lock `{}`", path.display()))?;
-    }
-    Ok(crate::image::lock::FileLock::from_locked(file))
+    })?;
+    Ok(lock)
 }
 
 fn shell(script: &str) -> Vec<String> {

@@ -342,7 +342,8 @@ fn read_records<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result<Ve
     Ok(records)
 }
 
-fn remove_file(path: &Path) -> anyhow::Result<()> {
+/// Removes a file; one already gone is fine.
+pub(crate) fn remove_file(path: &Path) -> anyhow::Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -23,17 +23,20 @@ pub struct FileLock {
     _file: File,
 }
 
-impl FileLock {
-    /// Wraps a file the caller has locked.
-    pub fn from_locked(file: File) -> FileLock {
-        FileLock { _file: file }
-    }
-}
-
 /// Waits for and takes the exclusive lock on `path` (created if needed;
 /// lock files are never deleted, so two processes always lock the same
 /// inode).
 pub fn lock_exclusive(path: &Path) -> anyhow::Result<FileLock> {
+    lock_exclusive_or_wait(path, || {}).map(|(lock, _)| lock)
+}
+
+/// As `lock_exclusive`, calling `on_wait` first when another process
+/// holds the lock (to say what den waits for); also tells whether it
+/// had to wait.
+pub fn lock_exclusive_or_wait(
+    path: &Path,
+    on_wait: impl FnOnce(),
+) -> anyhow::Result<(FileLock, bool)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -42,9 +45,19 @@ pub fn lock_exclusive(path: &Path) -> anyhow::Result<FileLock> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot open lock file `{}`", path.display()))?;
-    file.lock()
-        .with_context(|| format!("cannot lock `{}`", path.display()))?;
-    Ok(FileLock { _file: file })
+    let waited = match file.try_lock() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => {
+            on_wait();
+            file.lock()
+                .with_context(|| format!("cannot lock `{}`", path.display()))?;
+            true
+        }
+        Err(TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("cannot lock `{}`", path.display()));
+        }
+    };
+    Ok((FileLock { _file: file }, waited))
 }
 
 /// A locked file or directory in `tmp/`, removed on drop unless it was

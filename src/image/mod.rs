@@ -57,8 +57,11 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub(crate) use gc::remove_file;
 pub use gc::{GcReport, Listed};
 pub use layer::{Event, LayerBlob};
 pub use layout::Wanted as Platform;
 pub use source::Source;
+pub(crate) use store::read_json;
 pub use store::{Image, Pulled, RuntimeConfig, Store, StoreLock, settle_threads, thread_count};
+pub(crate) use unpack::clean_path;

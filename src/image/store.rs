@@ -585,7 +585,8 @@ impl Store {
         self.write_atomic(path, &serde_json::to_vec_pretty(value)?)
     }
 
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    /// Writes `bytes` to `path` through a temporary file and a rename.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let mut tmp = TempEntry::file(&self.tmp_path(), "file")?;
         tmp.handle()
             .write_all(bytes)
@@ -679,7 +680,7 @@ pub(super) fn tree_size(path: &Path) -> u64 {
         .sum()
 }
 
-pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     Ok(serde_json::from_slice(&fs::read(path)?)?)
 }
 

@@ -714,7 +714,7 @@ fn set_opaque(dir: BorrowedFd<'_>) -> anyhow::Result<()> {
 
 /// The relative path an entry names: `/` and `.` components dropped as
 /// tar tools do, `..` refused outright.
-fn clean_path(path: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn clean_path(path: &Path) -> anyhow::Result<PathBuf> {
     let mut clean = PathBuf::new();
     for component in path.components() {
         match component {
