@@ -371,3 +371,35 @@ commands:
         .any(|meta| meta.contains("_Packages") || meta.contains(".deb\n"));
     assert!(!in_layers, "no package list or .deb in any layer");
 }
+
+#[test]
+fn den_build_prepares_ahead_and_force_rebuilds_every_step() {
+    let project = busybox_project(BUSYBOX_YAML);
+    let first = den(&project, &["build"]);
+    assert!(success(&first).starts_with("dev: build:"), "{first:?}");
+    assert_eq!(built(&step_lines(&first)), 4, "{}", text(&first.stderr));
+    // den run finds it built.
+    let run = den(&project, &["run", "show"]);
+    success(&run);
+    assert!(step_lines(&run).is_empty(), "{}", text(&run.stderr));
+    let forced = den(&project, &["build", "--force", "dev"]);
+    success(&forced);
+    let lines = step_lines(&forced);
+    assert_eq!((built(&lines), cached(&lines)), (4, 0), "{lines:?}");
+}
+
+#[test]
+fn host_ca_false_gives_no_ca_bundle() {
+    let with_ca = "containers:\n  dev:\n    from: oci:image:latest\n";
+    let script = "env | grep -c '=/run/den/ca-certificates.crt$'; ls /run/den";
+    let project = busybox_project(with_ca);
+    let out = success(&den(&project, &["exec", "dev", "--", "sh", "-c", script]));
+    assert_eq!(out, "7\nca-certificates.crt\n");
+    fs::write(
+        project.root.join("den.yaml"),
+        format!("{with_ca}    host-ca: false\n"),
+    )
+    .unwrap();
+    let out = den(&project, &["exec", "dev", "--", "sh", "-c", script]);
+    assert_eq!(text(&out.stdout), "0\n", "{}", text(&out.stderr));
+}

@@ -605,3 +605,23 @@ fn container_bases_must_exist_and_not_loop() {
     let config = ok("containers:\n  a:\n    from: oci:img\n  b:\n    from: container:a\n");
     assert_eq!(config.containers["b"].from, Base::Container("a".into()));
 }
+
+#[test]
+fn ports_parse_and_need_slirp() {
+    let config = ok(&with_commands(
+        "  web:\n    container: dev\n    run: serve\n    ports: [\"8080:80\", \"127.0.0.1:5353:53/udp\"]\n",
+    ));
+    let ports: Vec<String> = config.commands["web"]
+        .ports
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ports, ["127.0.0.1:8080:80/tcp", "127.0.0.1:5353:53/udp"]);
+    assert_eq!(
+        err(&with_commands(
+            "  web:\n    container: dev\n    run: serve\n    network: host\n    ports: [\"8080:80\"]\n"
+        )),
+        "9:5: command `web` publishes `ports` with `network: host`; expected `network: slirp` \
+         (with `host`, the command's ports are the host's already)"
+    );
+}
