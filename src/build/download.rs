@@ -3,7 +3,7 @@
 //! a file is fetched once for every project, and checked before use.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest as _, Sha256};
@@ -17,56 +17,82 @@ const ATTEMPTS: u32 = 3;
 
 /// The verified file, fetching it if the cache lacks it.
 pub fn fetch(download: &Download) -> Result<PathBuf> {
+    let agent = crate::image::registry::download_agent(&download.url)?;
     let dir = cache_dir("downloads/sha256")?;
-    let path = dir.join(&download.sha256);
+    let hint = "den.yaml expects";
+    fetch_verified(
+        &agent,
+        &download.url,
+        &download.sha256,
+        &dir.join(&download.sha256),
+        hint,
+    )
+    .map_err(|err| match err.downcast_ref::<Mismatch>() {
+        Some(_) => err.context("if the file changed on purpose, update `sha256`"),
+        None => err,
+    })
+}
+
+/// `url`'s body at `path`, unless `path` already exists: fetched into a
+/// temporary file beside it, and renamed there only if its SHA-256 is
+/// `sha256` (which `expected_by` names in the mismatch message). Retries
+/// failed transfers, not mismatches.
+pub fn fetch_verified(
+    agent: &ureq::Agent,
+    url: &str,
+    sha256: &str,
+    path: &Path,
+    expected_by: &str,
+) -> Result<PathBuf> {
     if path.is_file() {
-        return Ok(path);
+        return Ok(path.to_path_buf());
     }
-    let tmp = cache_dir("downloads/tmp")?;
+    let tmp = path.parent().unwrap_or(Path::new(".")).join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
     let mut last = None;
     for attempt in 1..=ATTEMPTS {
-        match fetch_once(download, &tmp) {
+        match fetch_once(agent, url, sha256, &tmp, expected_by) {
             Ok(temp) => {
-                temp.persist(&path)?;
-                return Ok(path);
+                temp.persist(path)?;
+                return Ok(path.to_path_buf());
             }
             // A wrong checksum will not get better by retrying.
             Err(err) if err.downcast_ref::<Mismatch>().is_some() => return Err(err),
             Err(err) => {
                 if attempt < ATTEMPTS {
-                    eprintln!(
-                        "den: download of {} failed ({err:#}); retrying",
-                        download.url
-                    );
+                    eprintln!("den: download of {url} failed ({err:#}); retrying");
                     std::thread::sleep(std::time::Duration::from_secs(u64::from(attempt)));
                 }
                 last = Some(err);
             }
         }
     }
-    Err(last.expect("at least one attempt"))
-        .with_context(|| format!("cannot download {}", download.url))
+    Err(last.expect("at least one attempt")).with_context(|| format!("cannot download {url}"))
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{url} has sha256 {found}, but den.yaml expects {expected}; if the file changed on purpose, update `sha256`"
-)]
-struct Mismatch {
+#[error("{url} has sha256 {found}, but {expected_by} {expected}")]
+pub struct Mismatch {
     url: String,
     found: String,
     expected: String,
+    expected_by: String,
 }
 
-fn fetch_once(download: &Download, tmp: &std::path::Path) -> Result<TempEntry> {
-    let agent = crate::image::registry::download_agent(&download.url)?;
+fn fetch_once(
+    agent: &ureq::Agent,
+    url: &str,
+    sha256: &str,
+    tmp: &Path,
+    expected_by: &str,
+) -> Result<TempEntry> {
     let response = agent
-        .get(&download.url)
+        .get(url)
         .call()
-        .with_context(|| format!("cannot fetch {}", download.url))?;
+        .with_context(|| format!("cannot fetch {url}"))?;
     let status = response.status();
     if !status.is_success() {
-        bail!("{} answered {status}", download.url);
+        bail!("{url} answered {status}");
     }
     let mut body = response.into_body().into_reader();
     let mut temp = TempEntry::file(tmp, "download")?;
@@ -85,11 +111,12 @@ fn fetch_once(download: &Download, tmp: &std::path::Path) -> Result<TempEntry> {
             .context("writing the download to den's cache")?;
     }
     let found = to_hex(&hasher.finalize());
-    if found != download.sha256 {
+    if found != sha256 {
         return Err(Mismatch {
-            url: download.url.clone(),
+            url: url.to_string(),
             found,
-            expected: download.sha256.clone(),
+            expected: sha256.to_string(),
+            expected_by: expected_by.to_string(),
         }
         .into());
     }

@@ -17,6 +17,7 @@
 //! managers can chown to ids that don't exist here; the owners they ask
 //! for are kept in the layer's metadata.
 
+pub mod bootstrap;
 pub mod capture;
 pub mod copy;
 mod download;
@@ -60,6 +61,7 @@ pub fn image(store: &Store, project: &Project, name: &str, options: Options) -> 
         Base::Image(source) => crate::launch::resolve_image(store, project, name, source)?,
         // `--force` is for the named container; its base is reused.
         Base::Container(parent) => image(store, project, parent, Options::default())?,
+        Base::Bootstrap(bootstrap) => bootstrap::image(store, project, name, bootstrap)?,
     };
     if container.setup.is_empty() {
         return Ok(base);

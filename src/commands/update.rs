@@ -27,6 +27,16 @@ pub fn execute(containers: &[String]) -> Result<i32> {
                 println!("{name}: pinned by digest in den.yaml ({from})");
                 continue;
             }
+            Base::Bootstrap(bootstrap) => {
+                match update_bootstrap(&store, &project, name, bootstrap, &mut lock) {
+                    Ok(line) => println!("{line}"),
+                    Err(err) => {
+                        eprintln!("den: {name}: cannot update `{from}`: {err:#}");
+                        result = Err(anyhow::anyhow!("some containers could not be updated"));
+                    }
+                }
+                continue;
+            }
             _ => {
                 println!("{name}: not a registry image ({from})");
                 continue;
@@ -64,6 +74,41 @@ pub fn execute(containers: &[String]) -> Result<i32> {
     lock.retain(|name| containers.contains_key(name));
     lock.save()?;
     result.map(|()| 0)
+}
+
+/// Re-resolves a bootstrapped system; says how its packages changed.
+fn update_bootstrap(
+    store: &Store,
+    project: &crate::config::Project,
+    name: &str,
+    bootstrap: &crate::config::Bootstrap,
+    lock: &mut LockFile,
+) -> Result<String> {
+    let (old, new) = crate::build::bootstrap::update(store, project, name, bootstrap, lock)?;
+    let count = new.packages.len();
+    let Some(old) = old.filter(|old| old.bootstrap == new.bootstrap) else {
+        return Ok(format!(
+            "{name}: (new) → {count} packages as of {}",
+            new.date
+        ));
+    };
+    let changed: Vec<String> = new
+        .packages
+        .iter()
+        .filter(|(package, version)| old.packages.get(*package) != Some(version))
+        .map(|(package, version)| match old.packages.get(package) {
+            Some(before) => format!("{package} {before} → {version}"),
+            None => format!("{package} (new) {version}"),
+        })
+        .collect();
+    Ok(match changed.is_empty() {
+        true => format!("{name}: up to date ({count} packages as of {})", new.date),
+        false => format!(
+            "{name}: {} of {count} packages changed: {}",
+            changed.len(),
+            changed.join(", ")
+        ),
+    })
 }
 
 /// The first 12 hex digits of a `sha256:<hex>` digest.

@@ -16,6 +16,21 @@
 //! }
 //! ```
 //!
+//! A `bootstrap:` container is locked under `bootstraps` instead: the
+//! signed release file it was made from and every package version, so
+//! another machine makes the same system (see `build::bootstrap`):
+//!
+//! ```json
+//!   "bootstraps": {
+//!     "base": {
+//!       "bootstrap": "debian/bookworm", "mirror": "http://deb.debian.org/debian",
+//!       "components": ["main"], "variant": "minbase", "arch": "amd64",
+//!       "inrelease": "sha256:…", "date": "Sat, 11 Jul 2026 10:16:37 UTC",
+//!       "packages": { "apt": "2.6.1", "base-files": "12.4+deb12u15", … }
+//!     }
+//!   }
+//! ```
+//!
 //! `from` is the reference as den.yaml's `from:` parses (canonical form);
 //! an entry whose `from` no longer matches is stale and re-resolved.
 //! `digest` is what the tag named (an index or a manifest), `manifest`
@@ -43,11 +58,30 @@ pub struct Entry {
     pub manifest: String,
 }
 
+/// One container's bootstrapped system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapEntry {
+    /// `debian/bookworm`.
+    pub bootstrap: String,
+    pub mirror: String,
+    pub components: Vec<String>,
+    pub variant: String,
+    pub arch: String,
+    /// `sha256:` of the InRelease file the packages were resolved from.
+    pub inrelease: String,
+    /// Its `Date:`, to name a snapshot mirror when packages are gone.
+    pub date: String,
+    /// Package name → version.
+    pub packages: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Document {
     comment: String,
     version: u32,
     containers: BTreeMap<String, Entry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    bootstraps: BTreeMap<String, BootstrapEntry>,
 }
 
 /// den.lock as read from disk; `save` writes it back only if changed.
@@ -55,6 +89,7 @@ struct Document {
 pub struct LockFile {
     path: PathBuf,
     containers: BTreeMap<String, Entry>,
+    bootstraps: BTreeMap<String, BootstrapEntry>,
     on_disk: Option<Vec<u8>>,
 }
 
@@ -62,7 +97,7 @@ impl LockFile {
     /// Reads `<root>/den.lock`; a missing file is an empty lock.
     pub fn load(root: &Path) -> anyhow::Result<LockFile> {
         let path = root.join(LOCK_FILE_NAME);
-        let (containers, on_disk) = match std::fs::read(&path) {
+        let (document, on_disk) = match std::fs::read(&path) {
             Ok(bytes) => {
                 let document: Document = serde_json::from_slice(&bytes).with_context(|| {
                     format!(
@@ -78,16 +113,20 @@ impl LockFile {
                         document.version
                     );
                 }
-                (document.containers, Some(bytes))
+                (Some(document), Some(bytes))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(err) => {
                 return Err(err).with_context(|| format!("cannot read `{}`", path.display()));
             }
         };
+        let (containers, bootstraps) = document
+            .map(|document| (document.containers, document.bootstraps))
+            .unwrap_or_default();
         Ok(LockFile {
             path,
             containers,
+            bootstraps,
             on_disk,
         })
     }
@@ -112,9 +151,19 @@ impl LockFile {
         self.containers.insert(container.to_string(), entry);
     }
 
+    /// The container's bootstrap entry, whatever it was made from.
+    pub fn bootstrap(&self, container: &str) -> Option<&BootstrapEntry> {
+        self.bootstraps.get(container)
+    }
+
+    pub fn set_bootstrap(&mut self, container: &str, entry: BootstrapEntry) {
+        self.bootstraps.insert(container.to_string(), entry);
+    }
+
     /// Drops entries of containers den.yaml no longer has.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.containers.retain(|name, _| keep(name));
+        self.bootstraps.retain(|name, _| keep(name));
     }
 
     /// The file's text: pretty JSON, keys sorted, a trailing newline.
@@ -123,6 +172,7 @@ impl LockFile {
             comment: COMMENT.to_string(),
             version: VERSION,
             containers: self.containers.clone(),
+            bootstraps: self.bootstraps.clone(),
         };
         let mut bytes = serde_json::to_vec_pretty(&document).expect("den.lock serializes");
         bytes.push(b'\n');

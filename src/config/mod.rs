@@ -114,6 +114,57 @@ pub enum Base {
     Image(Source),
     /// Another container of the same den.yaml, with its setup steps.
     Container(String),
+    /// A Debian or Ubuntu system made from the package archive.
+    Bootstrap(Bootstrap),
+}
+
+/// `bootstrap:`: which distribution release to make, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub distro: Distro,
+    /// `bookworm`, `noble`, `stable`…
+    pub suite: String,
+    /// The archive's root URL without a trailing slash; `None`: the
+    /// distribution's default for the host's architecture.
+    pub mirror: Option<String>,
+    pub components: Vec<String>,
+    pub variant: Variant,
+    /// Public keys that replace den's shipped archive keys (absolute).
+    pub keyring: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    Debian,
+    Ubuntu,
+}
+
+impl Distro {
+    pub fn name(self) -> &'static str {
+        match self {
+            Distro::Debian => "debian",
+            Distro::Ubuntu => "ubuntu",
+        }
+    }
+}
+
+/// Which packages a bootstrap installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// Essential and required packages, and apt.
+    #[default]
+    Minbase,
+    /// Minbase plus build-essential.
+    Buildd,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Minbase => "minbase",
+            Variant::Buildd => "buildd",
+        }
+    }
 }
 
 impl std::fmt::Display for Network {
@@ -131,6 +182,14 @@ impl std::fmt::Display for Base {
         match self {
             Base::Image(source) => write!(f, "{source}"),
             Base::Container(name) => write!(f, "container:{name}"),
+            Base::Bootstrap(bootstrap) => {
+                write!(
+                    f,
+                    "bootstrap:{}/{}",
+                    bootstrap.distro.name(),
+                    bootstrap.suite
+                )
+            }
         }
     }
 }

@@ -14,10 +14,12 @@ use super::{Base, Command, Config, Container, FILE_NAME, Network, Run, User};
 use crate::image::Source;
 
 const TOP_KEYS: &[&str] = &["version", "containers", "commands"];
+mod bootstrap;
 mod steps;
 
 const CONTAINER_KEYS: &[&str] = &[
     "from",
+    "bootstrap",
     "setup",
     "environ",
     "workdir",
@@ -175,22 +177,7 @@ impl Doc<'_> {
     fn container(&self, entry: &Entry) -> Result<Container, Issue> {
         let what = format!("container `{}`", entry.key);
         let table = self.table(entry.node, &what, CONTAINER_KEYS, CONTAINER_ALIASES)?;
-        let from = table.get("from").ok_or_else(|| {
-            missing(
-                entry,
-                &what,
-                "from",
-                &format!("`from:` with {SOURCE_EXPECTED}"),
-            )
-        })?;
-        let source = self.text(from, &what, SOURCE_EXPECTED)?;
-        let from_at = from.at();
-        let from = match source.strip_prefix("container:") {
-            Some(name) => Base::Container(name.to_string()),
-            None => Base::Image(
-                Source::parse(&source, self.base).map_err(|err| Issue::text(from_at, err))?,
-            ),
-        };
+        let (from, from_at) = self.base(entry, &table, &what)?;
         Ok(Container {
             from,
             from_at: (from_at.line, from_at.column),
@@ -214,6 +201,43 @@ impl Doc<'_> {
                 .read("user", |user| self.user(user, &what))?
                 .unwrap_or_default(),
         })
+    }
+
+    /// `from:` or `bootstrap:`, exactly one of them.
+    fn base(&self, entry: &Entry, table: &Table, what: &str) -> Result<(Base, Pos), Issue> {
+        let (from, bootstrap) = (table.get("from"), table.get("bootstrap"));
+        match (from, bootstrap) {
+            (Some(_), Some(bootstrap)) => Err(Issue::new(
+                bootstrap.key_at,
+                format!("{what} has both `from` and `bootstrap`"),
+                "one of them: `from:` starts from an image, `bootstrap:` makes one \
+                 from a distribution's archive",
+            )),
+            (None, Some(bootstrap)) => Ok((
+                Base::Bootstrap(self.bootstrap(bootstrap, what)?),
+                bootstrap.at(),
+            )),
+            (Some(from), None) => {
+                let source = self.text(from, what, SOURCE_EXPECTED)?;
+                let at = from.at();
+                let base = match source.strip_prefix("container:") {
+                    Some(name) => Base::Container(name.to_string()),
+                    None => Base::Image(
+                        Source::parse(&source, self.base).map_err(|err| Issue::text(at, err))?,
+                    ),
+                };
+                Ok((base, at))
+            }
+            (None, None) => Err(missing(
+                entry,
+                what,
+                "from",
+                &format!(
+                    "`from:` with {SOURCE_EXPECTED}; or `bootstrap:` with {}",
+                    bootstrap::EXPECTED
+                ),
+            )),
+        }
     }
 
     fn workdir(&self, entry: &Entry, owner: &str) -> Result<String, Issue> {

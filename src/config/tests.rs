@@ -509,8 +509,8 @@ fn examples_in_the_docs_are_valid() {
         }
     }
     assert_eq!(
-        checked, 4,
-        "the minimal, full, setup and merge-key examples"
+        checked, 5,
+        "the minimal, full, setup, bootstrap and merge-key examples"
     );
 }
 
@@ -623,5 +623,77 @@ fn ports_parse_and_need_slirp() {
         )),
         "9:5: command `web` publishes `ports` with `network: host`; expected `network: slirp` \
          (with `host`, the command's ports are the host's already)"
+    );
+}
+
+#[test]
+fn bootstrap_forms() {
+    use crate::config::{Bootstrap, Distro, Variant};
+    let config = ok("containers:\n  a:\n    bootstrap: debian/bookworm\n");
+    assert_eq!(
+        config.containers["a"].from,
+        Base::Bootstrap(Bootstrap {
+            distro: Distro::Debian,
+            suite: "bookworm".into(),
+            mirror: None,
+            components: vec!["main".into()],
+            variant: Variant::Minbase,
+            keyring: None,
+        })
+    );
+    assert_eq!(config.containers["a"].from_at, (3, 16));
+    let config = ok(
+        "containers:\n  b:\n    bootstrap:\n      distro: ubuntu/noble\n      \
+         mirror: http://127.0.0.1:8080/ubuntu/\n      components: [main, universe]\n      \
+         variant: buildd\n      keyring: keys/archive.gpg\n",
+    );
+    let Base::Bootstrap(bootstrap) = &config.containers["b"].from else {
+        panic!("{:?}", config.containers["b"].from);
+    };
+    assert_eq!(bootstrap.distro, Distro::Ubuntu);
+    assert_eq!(
+        bootstrap.mirror.as_deref(),
+        Some("http://127.0.0.1:8080/ubuntu")
+    );
+    assert_eq!(bootstrap.components, ["main", "universe"]);
+    assert_eq!(bootstrap.variant, Variant::Buildd);
+    assert_eq!(
+        bootstrap.keyring.as_deref(),
+        Some(Path::new("/p/keys/archive.gpg"))
+    );
+}
+
+#[test]
+fn bad_bootstraps_are_placed_and_explained() {
+    assert_eq!(
+        err("containers:\n  a:\n    bootstrap: debain/bookworm\n"),
+        "3:16: unknown distribution `debain` in `bootstrap` of container `a` (did you mean \
+         `debian`?); expected `debian/<suite>` or `ubuntu/<suite>`, such as `debian/bookworm` \
+         or `ubuntu/noble`"
+    );
+    assert_eq!(
+        err("containers:\n  a:\n    bootstrap: debian\n"),
+        "3:16: `debian` in `bootstrap` of container `a` names no suite; expected \
+         `debian/<suite>` or `ubuntu/<suite>`, such as `debian/bookworm` or `ubuntu/noble`"
+    );
+    assert_eq!(
+        err("containers:\n  a:\n    from: oci:img\n    bootstrap: debian/sid\n"),
+        "4:5: container `a` has both `from` and `bootstrap`; expected one of them: `from:` \
+         starts from an image, `bootstrap:` makes one from a distribution's archive"
+    );
+    assert_eq!(
+        err("containers:\n  a:\n    bootstrap: {distro: debian/sid, variant: mini}\n"),
+        "3:46: unknown variant `mini` in `bootstrap` of container `a`; expected `minbase` \
+         (essential and required packages with apt) or `buildd` (minbase with build-essential)"
+    );
+    assert_eq!(
+        err("containers:\n  a:\n    bootstrap: {distro: debian/sid, mirror: ftp://x}\n"),
+        "3:45: `mirror` in `bootstrap` of container `a` is `ftp://x`; expected the archive's \
+         root URL, such as `http://deb.debian.org/debian` or a snapshot such as \
+         `http://snapshot.debian.org/archive/debian/20260711T000000Z`"
+    );
+    assert!(
+        err("containers:\n  a:\n    bootstrap: {distro: debian/sid, mirorr: http://x}\n")
+            .contains("did you mean `mirror`"),
     );
 }

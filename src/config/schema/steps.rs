@@ -99,7 +99,12 @@ impl Doc<'_> {
     }
 
     /// A non-empty list of words, or one word; `what` names them.
-    fn words(&self, entry: &Entry, owner: &str, what: &str) -> Result<Vec<String>, Issue> {
+    pub(super) fn words(
+        &self,
+        entry: &Entry,
+        owner: &str,
+        what: &str,
+    ) -> Result<Vec<String>, Issue> {
         let expected = format!("a list of {what}, such as `[git, curl]`");
         let items = match entry.value() {
             Value::Seq(items) => items
@@ -230,7 +235,7 @@ impl Doc<'_> {
         })
     }
 
-    fn required<'t, 'n>(
+    pub(super) fn required<'t, 'n>(
         &self,
         table: &'t super::Table<'n>,
         entry: &Entry,
