@@ -131,7 +131,7 @@ impl<'t> Archive<'t> {
             for _ in 0..FETCHERS {
                 scope.spawn(|| {
                     while let Some(at) = queue.lock().expect("queue").next() {
-                        if let Err(err) = self.fetch_one(packages[at], &paths[at]) {
+                        if let Err(err) = self.fetch_one(packages[at], &paths[at], label) {
                             failures.lock().expect("failures").push(err);
                         }
                     }
@@ -149,7 +149,7 @@ impl<'t> Archive<'t> {
         Ok(paths)
     }
 
-    fn fetch_one(&self, package: &Package, path: &Path) -> Result<()> {
+    fn fetch_one(&self, package: &Package, path: &Path, label: &str) -> Result<()> {
         let url = format!("{}/{}", self.target.mirror, package.filename);
         fetch_verified(
             &self.agent,
@@ -158,7 +158,7 @@ impl<'t> Archive<'t> {
             path,
             "the Packages index says",
         )
-        .with_context(|| format!("package {} {}", package.name, package.version))?;
+        .with_context(|| format!("{label}: package {} {}", package.name, package.version))?;
         Ok(())
     }
 }

@@ -248,11 +248,14 @@ fn prepare(store: &Store) -> Result<()> {
 
 /// den.lock's packages are not all in the mirror any more.
 fn gone(err: anyhow::Error, target: &Target, entry: &BootstrapEntry) -> anyhow::Error {
+    let snapshot = match target.distro {
+        Distro::Debian => "http://snapshot.debian.org/archive/debian/<YYYYMMDD>T000000Z",
+        Distro::Ubuntu => "https://snapshot.ubuntu.com/ubuntu/<YYYYMMDD>T000000Z",
+    };
     err.context(format!(
         "den.lock pins {} as of {}, and {} no longer has all of it; point `mirror` at a \
-         snapshot of that date (such as http://snapshot.debian.org/archive/debian/<YYYYMMDD>T000000Z \
-         or https://snapshot.ubuntu.com/ubuntu/<YYYYMMDD>T000000Z), or run `den update` to take \
-         today's packages",
+         snapshot of that date (such as {snapshot}), or run `den update` to take today's \
+         packages",
         target.name(),
         entry.date,
         target.mirror
