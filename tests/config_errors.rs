@@ -64,7 +64,7 @@ fn unknown_key_names_it_and_suggests_the_close_one() {
         &[
             "unknown key `environment` in container `dev`",
             "(did you mean `environ`?)",
-            "expected one of `from`, `setup`, `environ`, `workdir`, `user`, `network`, \
+            "expected one of `from`, `bootstrap`, `setup`, `environ`, `workdir`, `user`, `network`, \
              `host-loopback` or `host-ca`",
         ],
     );

@@ -243,13 +243,13 @@ fn unknown_keys_suggest_the_right_one() {
     assert_eq!(
         err("containers:\n  dev:\n    from: oci:img\n    environment: {A: b}\n"),
         "4:5: unknown key `environment` in container `dev` (did you mean `environ`?); \
-         expected one of `from`, `setup`, `environ`, `workdir`, `user`, `network`, \
+         expected one of `from`, `bootstrap`, `setup`, `environ`, `workdir`, `user`, `network`, \
          `host-loopback` or `host-ca`"
     );
     assert_eq!(
         err("containers:\n  dev:\n    image: oci:img\n"),
         "3:5: unknown key `image` in container `dev` (did you mean `from`?); \
-         expected one of `from`, `setup`, `environ`, `workdir`, `user`, `network`, \
+         expected one of `from`, `bootstrap`, `setup`, `environ`, `workdir`, `user`, `network`, \
          `host-loopback` or `host-ca`"
     );
     assert_eq!(
@@ -289,13 +289,15 @@ fn missing_required_keys() {
         err("containers:\n  dev:\n    workdir: /w\n"),
         "2:3: container `dev` has no `from`; expected `from:` with an image such as \
          `debian:bookworm`, `oci:./image` or `oci-archive:./image.tar`, or `container:<name>` \
-         to build on another container"
+         to build on another container; or `bootstrap:` with `debian/<suite>` or `ubuntu/<suite>`, \
+         such as `debian/bookworm` or `ubuntu/noble`"
     );
     assert_eq!(
         err("containers:\n  dev:\n"),
         "2:3: container `dev` has no `from`; expected `from:` with an image such as \
          `debian:bookworm`, `oci:./image` or `oci-archive:./image.tar`, or `container:<name>` \
-         to build on another container"
+         to build on another container; or `bootstrap:` with `debian/<suite>` or `ubuntu/<suite>`, \
+         such as `debian/bookworm` or `ubuntu/noble`"
     );
     assert_eq!(
         err(&with_commands("  b:\n    run: x\n")),
