@@ -4,13 +4,44 @@
 //! Everything goes to stderr: stdout is the command's.
 
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::thread::JoinHandle;
+
+use anyhow::Context;
+
+use crate::userns::{self, Spec};
 
 /// Lines of the live tail.
 const TAIL_LINES: usize = 6;
 /// The most of a failing step's output kept for printing (its end).
 const KEPT_BYTES: usize = 4 << 20;
+
+/// Runs `spec` (its `output` is set here) with its output relayed to
+/// stderr; returns the exit code and what it wrote, kept for printing
+/// should it have failed.
+pub fn run_relayed(mut spec: Spec) -> anyhow::Result<(i32, Vec<u8>)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .context("creating the output pipe")?;
+    spec.output = Some(write.as_raw_fd());
+    let live = is_live();
+    let mut relay = None;
+    let code = userns::run_with(&spec, || {
+        drop(write);
+        relay = Some(self::relay(read, live));
+    });
+    let captured = relay
+        .map(|relay| relay.join().unwrap_or_default())
+        .unwrap_or_default();
+    Ok((code?, captured))
+}
+
+/// Prints what a failed container wrote: on a terminal only its tail was
+/// shown.
+pub fn print_captured(captured: &[u8]) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_all(captured);
+    let _ = stderr.flush();
+}
 
 /// Whether build output is shown live on a terminal.
 pub fn is_live() -> bool {
@@ -19,7 +50,7 @@ pub fn is_live() -> bool {
 
 /// Reads the step's output until every writer has closed it. Call only
 /// once the container runs: it starts a thread.
-pub fn relay(read: OwnedFd, live: bool) -> JoinHandle<Vec<u8>> {
+fn relay(read: OwnedFd, live: bool) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut source = std::fs::File::from(read);
         match live {

@@ -2,8 +2,6 @@
 //! key), and running it in a container whose overlay upper dir, on the
 //! store's disk, becomes its layer.
 
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -300,8 +298,6 @@ fn run_in_container(
             cache_lock = Some(lock_cache(lock)?);
         }
     }
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .context("creating the step's output pipe")?;
     let spec = Spec {
         layers,
         scratch: ctx.store.scratch_dir()?,
@@ -318,20 +314,11 @@ fn run_in_container(
         layer_dir: Some(layer_dir.to_path_buf()),
         binds,
         run_files,
-        output: Some(write.as_raw_fd()),
+        output: None,
         action,
         fake_ownership: true,
     };
-    let live = output::is_live();
-    let mut relay = None;
-    let code = userns::run_with(&spec, || {
-        drop(write);
-        relay = Some(output::relay(read, live));
-    });
-    let captured = relay
-        .map(|relay| relay.join().unwrap_or_default())
-        .unwrap_or_default();
-    let code = code?;
+    let (code, captured) = output::run_relayed(spec)?;
     if code != 0 {
         return Err(failed(ctx, step, code, &captured));
     }
@@ -341,10 +328,7 @@ fn run_in_container(
 /// Prints what a failing step wrote (on a terminal only its tail was
 /// shown) and fails with its place in den.yaml.
 fn failed(ctx: &StepContext<'_>, step: &Step, code: i32, captured: &[u8]) -> anyhow::Error {
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(captured);
-    let _ = stderr.flush();
-    drop(stderr);
+    output::print_captured(captured);
     anyhow::anyhow!(
         "{}:{}:{}: {} of container `{}` (`{}`) failed with exit code {code}; \
          nothing was recorded and the previous build stays usable",

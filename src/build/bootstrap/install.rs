@@ -4,8 +4,7 @@
 //! maintainer scripts as root under the fake-ownership filter, as a
 //! build step does. The layer is then captured like a step's.
 
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -145,8 +144,6 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
         "LC_ALL=C".to_string(),
     ]
     .to_vec();
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .context("creating the output pipe")?;
     let spec = Spec {
         layers: Vec::new(),
         scratch: store.scratch_dir()?,
@@ -167,24 +164,13 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
             read_only: true,
         }],
         run_files: Vec::new(),
-        output: Some(write.as_raw_fd()),
+        output: None,
         action: Action::Exec,
         fake_ownership: true,
     };
-    let live = output::is_live();
-    let mut relay = None;
-    let code = userns::run_with(&spec, || {
-        drop(write);
-        relay = Some(output::relay(read, live));
-    });
-    let captured = relay
-        .map(|relay| relay.join().unwrap_or_default())
-        .unwrap_or_default();
-    let code = code?;
+    let (code, captured) = output::run_relayed(spec)?;
     if code != 0 {
-        let mut stderr = std::io::stderr().lock();
-        let _ = stderr.write_all(&captured);
-        let _ = stderr.flush();
+        output::print_captured(&captured);
         bail!("{label}: dpkg failed with exit code {code}; nothing was recorded");
     }
     Ok(())
