@@ -50,7 +50,7 @@ pub mod registry;
 mod source;
 mod spec;
 mod store;
-mod unpack;
+pub(crate) mod unpack;
 
 #[cfg(test)]
 mod tests;

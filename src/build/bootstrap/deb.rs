@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
@@ -92,16 +92,8 @@ fn unpack_tar(tar: impl Read, root: BorrowedFd<'_>) -> Result<u64> {
 
 /// `./usr/bin/x` → `usr/bin/x`; `./` → `None`; `..` is refused.
 fn relative(path: &Path) -> Result<Option<PathBuf>> {
-    let mut rel = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::Normal(name) => rel.push(name),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                bail!("the package holds a path with `..`: `{}`", path.display())
-            }
-        }
-    }
+    let rel = crate::image::unpack::clean_path(path)
+        .with_context(|| format!("the package holds `{}`", path.display()))?;
     Ok((!rel.as_os_str().is_empty()).then_some(rel))
 }
 
