@@ -74,19 +74,35 @@ impl From<Digest> for String {
     }
 }
 
+/// The digest and length of a stream fed to it in pieces.
+#[derive(Default)]
+pub struct Hasher {
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    pub fn finish(self) -> (Digest, u64) {
+        (Digest::from_hasher(self.hasher), self.len)
+    }
+}
+
 /// Passes reads through while hashing and counting every byte.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
-    len: u64,
+    hasher: Hasher,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
-            len: 0,
+            hasher: Hasher::default(),
         }
     }
 
@@ -94,7 +110,8 @@ impl<R: Read> HashingReader<R> {
     /// returns the digest, the total length and the inner reader.
     pub fn finish(mut self) -> io::Result<(Digest, u64, R)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((Digest::from_hasher(self.hasher), self.len, self.inner))
+        let (digest, len) = self.hasher.finish();
+        Ok((digest, len, self.inner))
     }
 }
 
@@ -102,7 +119,6 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.len += n as u64;
         Ok(n)
     }
 }

@@ -3,17 +3,19 @@
 //! concurrent den processes wait for each other instead of unpacking the
 //! same layer twice.
 
+use std::collections::HashMap;
 use std::fs::{DirBuilder, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Read};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::digest::{Digest, HashingReader};
+use super::chunks;
+use super::digest::{Digest, Hasher, HashingReader};
 use super::layout::Layout;
 use super::lock::{self, TempEntry};
 use super::store::Store;
@@ -21,9 +23,6 @@ use super::unpack;
 
 /// At most this many layers are unpacked at once.
 const MAX_WORKERS: usize = 4;
-const READ_BUFFER: usize = 256 << 10;
-/// Decompressed chunks in flight between a layer's two stages.
-const CHANNEL_CHUNKS: usize = 8;
 
 /// A layer as the manifest and the config describe it.
 #[derive(Debug, Clone)]
@@ -83,13 +82,14 @@ pub type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 pub fn quiet(_: Event<'_>) {}
 
 /// Makes sure every layer is in the store, unpacking missing ones in
-/// parallel; all threads are joined before this returns.
+/// parallel; all threads are joined before this returns. Returns the
+/// size of each layer it unpacked (see `unpack_verified`), by diff ID.
 pub fn ensure_all(
     store: &Store,
     source: &dyn BlobSource,
     layers: &[LayerBlob],
     progress: Progress<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<HashMap<Digest, u64>> {
     let mut missing: Vec<&LayerBlob> = Vec::new();
     for layer in layers {
         let seen = missing.iter().any(|m| m.diff_id == layer.diff_id);
@@ -109,15 +109,19 @@ pub fn ensure_all(
         });
     }
     let workers = source.workers().min(missing.len());
+    let mut sizes = HashMap::new();
     if workers <= 1 {
-        return missing
-            .iter()
-            .try_for_each(|layer| ensure(store, source, layer, progress));
+        for layer in missing {
+            if let Some(size) = ensure(store, source, layer, progress)? {
+                sizes.insert(layer.diff_id.clone(), size);
+            }
+        }
+        return Ok(sizes);
     }
     let next = AtomicUsize::new(0);
     // After a rejected layer the image fails anyway: start no more.
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<anyhow::Result<()>>>> =
+    let results: Mutex<Vec<Option<anyhow::Result<Option<u64>>>>> =
         Mutex::new(missing.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -144,30 +148,35 @@ pub fn ensure_all(
         }
     });
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.into_iter().flatten().collect()
+    for (layer, result) in missing.iter().zip(results) {
+        if let Some(size) = result.transpose()?.flatten() {
+            sizes.insert(layer.diff_id.clone(), size);
+        }
+    }
+    Ok(sizes)
 }
 
-/// Unpacks one layer unless it is already there.
+/// Unpacks one layer unless it is already there; its size if it did.
 fn ensure(
     store: &Store,
     source: &dyn BlobSource,
     layer: &LayerBlob,
     progress: Progress<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<u64>> {
     let dest = store.layer_path(&layer.diff_id);
     if dest.is_dir() {
         progress(Event::Present { layer });
-        return Ok(());
+        return Ok(None);
     }
     let _lock = lock::lock_exclusive(&store.lock_path(&format!("layer-{}", layer.diff_id.hex())))?;
     if dest.is_dir() {
         progress(Event::Present { layer });
-        return Ok(()); // another den unpacked it while we waited
+        return Ok(None); // another den unpacked it while we waited
     }
     let started = Instant::now();
     progress(Event::Fetching { layer });
     let tmp = TempEntry::dir(&store.tmp_path(), "layer")?;
-    unpack_verified(tmp.path(), source, layer, progress)
+    let size = unpack_verified(tmp.path(), source, layer, progress)
         .map_err(|err| {
             if is_disk_full(&err) {
                 anyhow::anyhow!(
@@ -192,7 +201,7 @@ fn ensure(
     });
     #[cfg(test)]
     super::testutil::note("unpack", &dest);
-    Ok(())
+    Ok(Some(size))
 }
 
 /// Whether an `ENOSPC` (or `EDQUOT`) is somewhere in the chain.
@@ -208,87 +217,75 @@ pub(crate) fn is_disk_full(err: &anyhow::Error) -> bool {
 }
 
 /// Unpacks into `dir/fs` (+ `dir/meta`), checking the blob digest and
-/// size and the diff ID of the uncompressed tar.
+/// size and the diff ID of the uncompressed tar. Returns the bytes of
+/// its files, symlink targets and `meta`, as a walk would count them.
 ///
-/// Two scoped threads: one reads the blob, hashes and decompresses it
-/// into 256 KiB chunks; the other hashes the tar and unpacks it. A
-/// bounded channel joins them; both are joined before this returns.
+/// Four stages on scoped threads, joined by bounded channels of chunks
+/// (see `chunks`) and all joined before this returns: download (and
+/// hash the blob), decompress, hash the tar, unpack it. Decompression,
+/// the longest stage for gzip, does nothing else.
 fn unpack_verified(
     dir: &Path,
     source: &dyn BlobSource,
     layer: &LayerBlob,
     progress: Progress<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let root = dir.join("fs");
     DirBuilder::new().mode(0o755).create(&root)?;
     let mut meta = BufWriter::new(File::create(dir.join("meta"))?);
-    let (sender, receiver) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_CHUNKS);
+    let buffers = chunks::Buffers::default();
+    let (blob_out, blob_in) = chunks::channel(&buffers);
+    let (tar_out, tar_in) = chunks::channel(&buffers);
+    let (hashed_out, hashed_in) = chunks::channel(&buffers);
 
-    let (fetched, unpacked) = std::thread::scope(|scope| {
-        let fetch = scope.spawn(move || fetch_and_decompress(source, layer, &sender, progress));
-        let unpacked = (|| -> anyhow::Result<Digest> {
-            let tar = HashingReader::new(ChunkReader::new(receiver));
-            let tar = unpack::unpack(tar, &root, &mut meta)?;
-            let (diff_id, _, _) = tar.finish().context("cannot decompress the layer blob")?;
-            Ok(diff_id)
-        })();
-        // The receiver is gone by now, so a fetch blocked on `send` ends.
-        let fetched = fetch
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the layer fetch thread panicked")));
-        (fetched, unpacked)
+    let (downloaded, decompressed, hashed, unpacked) = std::thread::scope(|scope| {
+        let download = scope.spawn(move || download(source, layer, &blob_out, progress));
+        let decompress = scope.spawn(move || decompress(blob_in, &tar_out));
+        let hash = scope.spawn(move || hash(tar_in, &hashed_out));
+        let unpacked = unpack_tar(hashed_in, &root, &mut meta);
+        // Each stage ends once the next one's receiver is gone (or it
+        // has sent everything), so these joins cannot hang.
+        let panicked = || anyhow::anyhow!("a layer thread panicked");
+        (
+            download.join().unwrap_or_else(|_| Err(panicked())),
+            decompress.join().unwrap_or_else(|_| Err(panicked())),
+            hash.join().unwrap_or_else(|_| Err(panicked())),
+            unpacked,
+        )
     });
-    // A fetch error explains an unpack error (a truncated tar), not the
-    // other way round.
-    fetched?;
-    let diff_id = unpacked?;
+    // An earlier stage's error explains a later one's (a truncated tar),
+    // not the other way round.
+    downloaded?;
+    decompressed?;
+    let bytes = unpacked?;
+    let diff_id = hashed?;
     if diff_id != layer.diff_id {
         bail!(
             "its uncompressed content hashes to {diff_id} but the image config says {}; the image is corrupt",
             layer.diff_id
         );
     }
-    meta.into_inner().map_err(io::IntoInnerError::into_error)?;
-    Ok(())
+    let meta = meta.into_inner().map_err(io::IntoInnerError::into_error)?;
+    Ok(bytes + meta.metadata()?.len())
 }
 
-/// The fetch stage: blob → digest → decompression → chunks.
-fn fetch_and_decompress(
+/// Download stage: the blob, checked against its digest and size.
+fn download(
     source: &dyn BlobSource,
     layer: &LayerBlob,
-    sender: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    out: &chunks::Sender<'_>,
     progress: Progress<'_>,
 ) -> anyhow::Result<()> {
-    let result = (|| -> anyhow::Result<bool> {
-        let blob: Box<dyn Read + Send + '_> = Box::new(Counting {
+    let result = (|| -> anyhow::Result<()> {
+        let mut blob = HashingReader::new(Counting {
             inner: source.open(layer)?,
             layer,
             progress,
         });
-        let compressed = BufReader::with_capacity(READ_BUFFER, HashingReader::new(blob));
-        let mut decoder = Decoder::sniff(compressed).context("cannot read the layer blob")?;
-        loop {
-            let mut chunk = vec![0u8; READ_BUFFER];
-            let mut filled = 0;
-            while filled < chunk.len() {
-                match decoder.read(&mut chunk[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => {
-                        return Err(anyhow::Error::new(err).context("cannot read the layer blob"));
-                    }
-                }
-            }
-            if filled == 0 {
-                break;
-            }
-            chunk.truncate(filled);
-            if sender.send(Ok(chunk)).is_err() {
-                return Ok(false); // the unpacker gave up; its error explains
-            }
+        if !out.pump(&mut blob).context("cannot read the layer blob")? {
+            return Ok(()); // a later stage failed; its error explains
         }
-        let (blob_digest, blob_size, _) = decoder.finish().context("cannot read the layer blob")?;
+        let (blob_digest, blob_size, _) = blob.finish().context("cannot read the layer blob")?;
         if blob_digest != layer.digest || blob_size != layer.size {
             bail!(
                 "the blob is corrupt: it hashes to {blob_digest} ({blob_size} bytes, the manifest says {} bytes); {}",
@@ -300,13 +297,59 @@ fn fetch_and_decompress(
                 }
             );
         }
-        Ok(true)
+        Ok(())
     })();
     if let Err(err) = &result {
-        // The unpacker must not take a cut-off stream for a whole one.
-        let _ = sender.send(Err(io::Error::other(format!("{err:#}"))));
+        out.fail(err);
     }
-    result.map(|_| ())
+    result
+}
+
+/// Decompress stage: blob chunks in, tar chunks out.
+fn decompress(blob: chunks::Reader<'_>, out: &chunks::Sender<'_>) -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<()> {
+        let mut decoder = Decoder::sniff(blob).context("cannot read the layer blob")?;
+        if !out
+            .pump(&mut decoder)
+            .context("cannot decompress the layer blob")?
+        {
+            return Ok(()); // a later stage failed; its error explains
+        }
+        // Reading on to the end lets the download stage hash it all.
+        decoder.finish().context("cannot read the layer blob")
+    })();
+    if let Err(err) = &result {
+        out.fail(err);
+    }
+    result
+}
+
+/// Hash stage: the diff ID of the tar passing through.
+fn hash(mut tar: chunks::Reader<'_>, out: &chunks::Sender<'_>) -> anyhow::Result<Digest> {
+    let mut hasher = Hasher::default();
+    while let Some(chunk) = tar.next_chunk() {
+        match chunk {
+            Ok(chunk) => {
+                hasher.update(&chunk);
+                if !out.send(chunk) {
+                    bail!("the unpack stopped early"); // and says why
+                }
+            }
+            Err(err) => {
+                out.forward(err);
+                bail!("an earlier stage failed"); // and says why
+            }
+        }
+    }
+    Ok(hasher.finish().0)
+}
+
+/// Unpack stage, on the calling thread; the bytes `unpack` made.
+fn unpack_tar(tar: chunks::Reader<'_>, root: &Path, meta: &mut dyn Write) -> anyhow::Result<u64> {
+    let (mut rest, bytes) = unpack::unpack(tar, root, meta)?;
+    // The diff ID covers what follows the end-of-archive marker too.
+    io::copy(&mut rest, &mut io::sink()).context("cannot decompress the layer blob")?;
+    Ok(bytes)
 }
 
 /// Reports the bytes read through it as `Event::Bytes`.
@@ -329,54 +372,16 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Reads the chunks the fetch stage sends; a closed channel is the end.
-struct ChunkReader {
-    receiver: mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl ChunkReader {
-    fn new(receiver: mpsc::Receiver<io::Result<Vec<u8>>>) -> ChunkReader {
-        ChunkReader {
-            receiver,
-            chunk: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            match self.receiver.recv() {
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(err)) => return Err(err),
-                Err(mpsc::RecvError) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-type Blob<'a> = BufReader<HashingReader<Box<dyn Read + Send + 'a>>>;
-
 /// Decompression chosen by magic bytes (media types are not always
 /// accurate); uncompressed is the fallback.
 enum Decoder<'a> {
-    Plain(Blob<'a>),
-    Gzip(Box<flate2::bufread::MultiGzDecoder<Blob<'a>>>),
-    Zstd(zstd::stream::read::Decoder<'static, Blob<'a>>),
+    Plain(chunks::Reader<'a>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<chunks::Reader<'a>>>),
+    Zstd(zstd::stream::read::Decoder<'static, chunks::Reader<'a>>),
 }
 
 impl<'a> Decoder<'a> {
-    fn sniff(mut blob: Blob<'a>) -> io::Result<Decoder<'a>> {
+    fn sniff(mut blob: chunks::Reader<'a>) -> io::Result<Decoder<'a>> {
         let head = blob.fill_buf()?;
         Ok(if head.starts_with(&[0x1f, 0x8b]) {
             Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(blob)))
@@ -387,15 +392,15 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    /// Reads the compressed blob to its end and returns its digest, size.
-    fn finish(self) -> io::Result<(Digest, u64, Box<dyn Read + Send + 'a>)> {
+    /// Reads the compressed blob to its end.
+    fn finish(self) -> io::Result<()> {
         let mut blob = match self {
             Decoder::Plain(blob) => blob,
             Decoder::Gzip(decoder) => decoder.into_inner(),
             Decoder::Zstd(decoder) => decoder.finish(),
         };
         io::copy(&mut blob, &mut io::sink())?;
-        blob.into_inner().finish()
+        Ok(())
     }
 }
 
@@ -455,6 +460,10 @@ mod tests {
             let data: Vec<u8> = (0..5000u32).map(|j| (j * 7 + i) as u8).collect();
             tar.file(&format!("f{i}"), &data, 0o644);
         }
+        let big: Vec<u8> = (0..1_000_000u32).map(|j| (j % 253) as u8).collect();
+        tar.file("d/big", &big, 0o600)
+            .symlink("d/link", "../f1")
+            .hardlink("d/again", "f2");
         let layer = testutil::layer(&tar.finish(), Compression::Gzip);
         let blob = LayerBlob {
             digest: Digest::of(&layer.blob),
@@ -465,15 +474,16 @@ mod tests {
     }
 
     #[test]
-    fn two_stages_unpack_and_verify() {
+    fn the_stages_unpack_and_verify() {
         let (layer, blob) = fixture();
         let dir = tempfile::tempdir().unwrap();
         let source = Flaky {
             blob: layer.blob.clone(),
             cut: None,
         };
-        unpack_verified(dir.path(), &source, &blob, &quiet).unwrap();
+        let size = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap();
         assert!(dir.path().join("fs/f199").is_file());
+        assert_eq!(size, crate::image::store::tree_size(dir.path()));
     }
 
     #[test]

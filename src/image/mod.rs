@@ -37,6 +37,7 @@
 //!
 //! See docs/store.md for the details.
 
+mod chunks;
 pub(crate) mod digest;
 pub(crate) mod fsx;
 mod gc;

@@ -548,7 +548,7 @@ impl Store {
             .with_context(|| format!("{config_digest} is not a valid image config"))?;
         let layers = layer_blobs(manifest, &config)?;
 
-        layer::ensure_all(self, blobs, &layers, progress)?;
+        let unpacked = layer::ensure_all(self, blobs, &layers, progress)?;
         implicit::check_image(self, &layers)?;
         // Blobs and the record only once every layer is in and the image
         // passed: a rejected image leaves nothing behind but verified
@@ -561,10 +561,15 @@ impl Store {
             diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
             runtime: runtime_config(config),
             source: label.to_string(),
+            // Layers unpacked just now counted their bytes: walking them
+            // would stat every file again.
             size: Some(
                 layers
                     .iter()
-                    .map(|l| tree_size(&self.layer_path(&l.diff_id)))
+                    .map(|l| match unpacked.get(&l.diff_id) {
+                        Some(&size) => size,
+                        None => tree_size(&self.layer_path(&l.diff_id)),
+                    })
                     .sum(),
             ),
         };

@@ -245,6 +245,23 @@ fn applies_modes_and_mtimes_and_records_owners() {
 }
 
 #[test]
+fn directories_lose_a_setgid_bit_inherited_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fs");
+    fs::create_dir(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o2755)).unwrap();
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    if mode(&out) != 0o2755 {
+        return; // not in the directory's group: the kernel dropped the bit
+    }
+    let tar = tar(|t| {
+        t.dir("d", 0o755).file("d/f", b"x", 0o644);
+    });
+    super::unpack::unpack(&tar[..], &out, &mut Vec::new()).unwrap();
+    assert_eq!(mode(&out.join("d")), 0o755);
+}
+
+#[test]
 fn reads_pax_long_names_and_skips_devices() {
     let fx = Fixture::new();
     let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));

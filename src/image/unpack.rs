@@ -12,10 +12,12 @@
 //! with `userxattr`: `.wh.<name>` → a 0:0 character device `<name>`,
 //! `.wh..wh..opq` → xattr `user.overlay.opaque=y` on the directory.
 //!
-//! Directories are created 0700 and get their real mode and mtime at the
-//! end, deepest first, so read-only directories can still be filled and
-//! their mtimes survive. Files lose setuid/setgid bits; the original mode
-//! and owner of every entry go to the metadata file (see `meta`).
+//! Directories are made with their final mode when that leaves the owner
+//! rwx (else 0700), and get their mtime, and the final mode where the
+//! umask or that rule kept it from them, at the end, deepest first: so
+//! read-only directories can still be filled and their mtimes survive.
+//! Files lose setuid/setgid bits; the original mode and owner of every
+//! entry go to the metadata file (see `meta`).
 //!
 //! Parents missing from the tar are made 0755 and recorded as implicit
 //! directories; whether lower layers of an image have a symlink there is
@@ -56,14 +58,19 @@ const SMALL_FILE: u64 = 256 << 10;
 /// Files queued or being written at most, and their bytes (memory).
 const QUEUE: usize = 64;
 const QUEUE_BYTES: usize = 2 << 20;
+/// Files queued before an idle writer is woken: waking one for each file
+/// would cost a context switch per file.
+const WAKE_AT: usize = 8;
 
 /// Unpacks the tar stream `tar` into the empty directory `root`, writing
 /// the metadata file to `meta`. Returns the stream, positioned after the
-/// end-of-archive marker, so the caller can hash what is left.
+/// end-of-archive marker, so the caller can hash what is left, and the
+/// bytes of the files (each hard link again) and symlink targets made:
+/// the layer's size, without a walk over it afterwards.
 ///
 /// Small files are created by `WRITERS` threads, all joined before this
 /// returns; everything else, and the metadata, is done in tar order.
-pub fn unpack<R: Read>(tar: R, root: &Path, meta: &mut dyn Write) -> anyhow::Result<R> {
+pub fn unpack<R: Read>(tar: R, root: &Path, meta: &mut dyn Write) -> anyhow::Result<(R, u64)> {
     let root = fsx::open_dir(root).with_context(|| format!("cannot open `{}`", root.display()))?;
     meta::write_header(meta)?;
     let pool = Pool::default();
@@ -85,7 +92,8 @@ fn unpack_with<R: Read>(
     root: OwnedFd,
     meta: &mut dyn Write,
     pool: &Pool,
-) -> anyhow::Result<R> {
+) -> anyhow::Result<(R, u64)> {
+    let setgid_root = rustix::fs::fstat(&root).map_or(true, |stat| stat.st_mode & 0o2000 != 0);
     let mut unpacker = Unpacker {
         pool,
         in_flight: HashSet::new(),
@@ -95,9 +103,11 @@ fn unpack_with<R: Read>(
         dirs: HashMap::new(),
         meta,
         implicit_dirs: 0,
+        bytes: 0,
         buf: vec![0; COPY_BUFFER],
         // Unknown: every file gets an fchmod, as if all bits were masked.
         umask: fsx::current_umask().unwrap_or(0o777),
+        setgid_root,
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().context("cannot read the layer tar")? {
@@ -116,7 +126,7 @@ fn unpack_with<R: Read>(
     unpacker.finish_dirs()?;
     meta::write_footer(unpacker.meta, unpacker.implicit_dirs)
         .context("cannot write the layer metadata")?;
-    Ok(archive.into_inner())
+    Ok((archive.into_inner(), unpacker.bytes))
 }
 
 struct Unpacker<'m> {
@@ -131,13 +141,25 @@ struct Unpacker<'m> {
     /// never the parent itself, so this never goes stale.
     parent: Option<(PathBuf, Arc<OwnedFd>)>,
     /// Final mode and mtime per directory, applied at the end.
-    dirs: HashMap<PathBuf, Attrs>,
+    dirs: HashMap<PathBuf, Dir>,
     meta: &'m mut dyn Write,
     /// How many parents missing from the tar were made (the meta footer).
     implicit_dirs: u64,
+    /// What `unpack` returns as the layer's size.
+    bytes: u64,
     buf: Vec<u8>,
     /// Bits the kernel strips from the mode files are created with.
     umask: u32,
+    /// Directories made under a setgid root inherit the bit, which only
+    /// a chmod removes.
+    setgid_root: bool,
+}
+
+/// A directory of the tar, to finish at the end.
+struct Dir {
+    attrs: Attrs,
+    /// Whether its mode is not the final one yet.
+    chmod: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -160,7 +182,8 @@ impl Unpacker<'_> {
             if !kind.is_dir() {
                 bail!("only a directory can stand for the layer root");
             }
-            self.dirs.insert(PathBuf::new(), attrs);
+            let root = Dir { attrs, chmod: true };
+            self.dirs.insert(PathBuf::new(), root);
             return self.record(EntryKind::Dir, attrs, Path::new("."));
         };
         self.wait_if_in_flight(&rel, kind)?;
@@ -215,6 +238,7 @@ impl Unpacker<'_> {
     ) -> anyhow::Result<()> {
         let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
         entry.read_to_end(&mut data)?;
+        self.bytes += data.len() as u64;
         let mode = attrs.mode & 0o777;
         self.pool.submit(Job {
             parent: Arc::clone(parent),
@@ -265,6 +289,7 @@ impl Unpacker<'_> {
                     .link_name_bytes()
                     .context("symlink without a target")?;
                 symlink(parent, name, OsStr::from_bytes(&target), attrs.mtime)?;
+                self.bytes += target.len() as u64;
                 EntryKind::Symlink
             }
             EntryType::Link => {
@@ -359,7 +384,7 @@ impl Unpacker<'_> {
         // No setuid/setgid on the host: the store may be readable by others.
         let mode = attrs.mode & 0o777;
         let mut file = create_file(parent, name, mode)?;
-        copy(data, &mut file, &mut self.buf)?;
+        self.bytes += copy(data, &mut file, &mut self.buf)?;
         finish_file(&file, mode, mode & self.umask != 0, attrs.mtime)
     }
 
@@ -370,25 +395,38 @@ impl Unpacker<'_> {
         rel: &Path,
         attrs: Attrs,
     ) -> anyhow::Result<()> {
-        match rustix::fs::mkdirat(parent, name, Mode::RWXU) {
-            Ok(()) => {}
+        // Sticky stays (/tmp), setuid/setgid go (see `file`).
+        let mode = attrs.mode & 0o1777;
+        let chmod = match self.make_dir(parent, name, mode) {
+            Ok(chmod) => chmod,
             Err(Errno::EXIST) => {
                 let existing = fsx::stat_at(parent, name)?;
-                if FileType::from_raw_mode(existing.st_mode) != FileType::Directory {
+                if FileType::from_raw_mode(existing.st_mode) == FileType::Directory {
+                    existing.st_mode & 0o7777 != mode
+                } else {
                     fsx::remove_at(parent, name)?;
-                    rustix::fs::mkdirat(parent, name, Mode::RWXU)?;
+                    let chmod = self.make_dir(parent, name, mode)?;
                     // A directory replacing a whiteout of this layer must
                     // still hide the lower layers' directory.
                     if fsx::is_whiteout(&existing) {
                         set_opaque(fsx::open_dir_beneath(parent, Path::new(name))?.as_fd())?;
                         self.record(EntryKind::Opaque, attrs, rel)?;
                     }
+                    chmod
                 }
             }
             Err(err) => return Err(io::Error::from(err).into()),
-        }
-        self.dirs.insert(rel.to_path_buf(), attrs);
+        };
+        self.dirs.insert(rel.to_path_buf(), Dir { attrs, chmod });
         Ok(())
+    }
+
+    /// Makes a directory with `mode`, or 0700 if `mode` would lock the
+    /// owner out while it is filled; whether it needs a chmod at the end.
+    fn make_dir(&self, parent: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<bool, Errno> {
+        let initial = if mode & 0o700 == 0o700 { mode } else { 0o700 };
+        rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(initial))?;
+        Ok(initial != mode || mode & self.umask != 0 || self.setgid_root)
     }
 
     fn hard_link(
@@ -437,6 +475,7 @@ impl Unpacker<'_> {
             }
             other => other?,
         }
+        self.bytes += u64::try_from(found.st_size).unwrap_or(0);
         Ok(())
     }
 
@@ -477,17 +516,18 @@ impl Unpacker<'_> {
     fn finish_dirs(&mut self) -> anyhow::Result<()> {
         self.parent = None;
         debug_assert!(self.in_flight.is_empty());
-        let mut dirs: Vec<(PathBuf, Attrs)> = std::mem::take(&mut self.dirs).into_iter().collect();
+        let mut dirs: Vec<(PathBuf, Dir)> = std::mem::take(&mut self.dirs).into_iter().collect();
         dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
-        for (rel, attrs) in dirs {
+        for (rel, Dir { attrs, chmod }) in dirs {
             let dir = match fsx::open_dir_beneath(self.root.as_fd(), &rel) {
                 Ok(dir) => dir,
                 // A later entry replaced it.
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(err) => return Err(explain(self.root.as_fd(), err, &rel)),
             };
-            // Sticky stays (/tmp), setuid/setgid go (see `file`).
-            rustix::fs::fchmod(&dir, Mode::from_raw_mode(attrs.mode & 0o1777))?;
+            if chmod {
+                rustix::fs::fchmod(&dir, Mode::from_raw_mode(attrs.mode & 0o1777))?;
+            }
             rustix::fs::futimens(&dir, &times(attrs.mtime))
                 .with_context(|| format!("cannot set the mtime of `{}`", rel.display()))?;
         }
@@ -565,9 +605,10 @@ struct PoolState {
     closed: bool,
     error: Option<anyhow::Error>,
     failed: bool,
-    /// Who sleeps: the reader on `done`, how many writers on `work`
-    /// (waking no one saves a futex call per file).
-    reader_waits: bool,
+    /// Who sleeps: the reader on `done` until `pending` and `bytes` are
+    /// down to these, how many writers on `work` (waking no one saves a
+    /// futex call per file).
+    reader_waits: Option<(usize, usize)>,
     idle_writers: usize,
 }
 
@@ -578,33 +619,43 @@ impl Pool {
 
     fn submit(&self, job: Job) -> anyhow::Result<()> {
         let size = job.data.len();
-        let mut state = self.wait_while(|state| {
-            state.pending > 0 && (state.pending >= QUEUE || state.bytes + size > QUEUE_BYTES)
-        })?;
+        let state = self.lock();
+        // A full queue has to drain to half, not by one file: waking the
+        // reader for each file would cost two context switches per file.
+        let level = if state.pending >= QUEUE || state.bytes + size > QUEUE_BYTES {
+            (QUEUE / 2, QUEUE_BYTES / 2)
+        } else {
+            (usize::MAX, usize::MAX)
+        };
+        let mut state = self.wait_until(state, level)?;
         state.pending += 1;
         state.bytes += size;
         state.queue.push_back(job);
-        if state.idle_writers > 0 {
+        if state.idle_writers > 0 && state.queue.len() >= WAKE_AT {
             self.work.notify_one();
         }
         Ok(())
     }
 
     fn flush(&self) -> anyhow::Result<()> {
-        self.wait_while(|state| state.pending > 0).map(drop)
+        self.wait_until(self.lock(), (0, 0)).map(drop)
     }
 
-    /// The reader sleeps while `busy` holds and no writer has failed;
-    /// then the state, or the first writer's error.
-    fn wait_while(
+    /// The reader sleeps until at most `jobs` files of at most `bytes`
+    /// are pending or a writer has failed; then the state, or the first
+    /// writer's error.
+    fn wait_until<'a>(
         &self,
-        busy: impl Fn(&PoolState) -> bool,
-    ) -> anyhow::Result<MutexGuard<'_, PoolState>> {
-        let mut state = self.lock();
-        while busy(&state) && !state.failed {
-            state.reader_waits = true;
+        mut state: MutexGuard<'a, PoolState>,
+        (jobs, bytes): (usize, usize),
+    ) -> anyhow::Result<MutexGuard<'a, PoolState>> {
+        while (state.pending > jobs || state.bytes > bytes) && !state.failed {
+            if state.idle_writers > 0 {
+                self.work.notify_all(); // fewer than `WAKE_AT` may be queued
+            }
+            state.reader_waits = Some((jobs, bytes));
             state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.reader_waits = false;
+            state.reader_waits = None;
         }
         if state.failed {
             return Err(state
@@ -659,8 +710,10 @@ impl Pool {
                 state.failed = true;
                 state.error = Some(err);
             }
-            if state.reader_waits {
-                self.done.notify_all();
+            if let Some((jobs, bytes)) = state.reader_waits
+                && (state.failed || (state.pending <= jobs && state.bytes <= bytes))
+            {
+                self.done.notify_one();
             }
         }
     }
@@ -826,11 +879,16 @@ fn times(mtime: Timespec) -> Timestamps {
     }
 }
 
-fn copy(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
+/// Returns the bytes copied.
+fn copy(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    let mut copied = 0;
     loop {
         match from.read(buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => to.write_all(&buf[..n])?,
+            Ok(0) => return Ok(copied),
+            Ok(n) => {
+                to.write_all(&buf[..n])?;
+                copied += n as u64;
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }
