@@ -8,8 +8,6 @@ use std::fs::{DirBuilder, File};
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,6 +16,7 @@ use super::chunks;
 use super::digest::{Digest, Hasher, HashingReader};
 use super::layout::Layout;
 use super::lock::{self, TempEntry};
+use super::parallel;
 use super::store::Store;
 use super::unpack;
 
@@ -108,52 +107,14 @@ pub fn ensure_all(
             layers: missing.len(),
         });
     }
-    let workers = source.workers().min(missing.len());
-    let mut sizes = HashMap::new();
-    if workers <= 1 {
-        for layer in missing {
-            if let Some(size) = ensure(store, source, layer, progress)? {
-                sizes.insert(layer.diff_id.clone(), size);
-            }
-        }
-        return Ok(sizes);
-    }
-    let next = AtomicUsize::new(0);
-    // After a rejected layer the image fails anyway: start no more.
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<anyhow::Result<Option<u64>>>>> =
-        Mutex::new(missing.iter().map(|_| None).collect());
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(layer) = missing.get(i) else { break };
-                        if failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let result = ensure(store, source, layer, progress);
-                        if result.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                    }
-                })
-            })
-            .collect();
-        // Joined explicitly: the scope alone only waits for the closures.
-        for handle in handles {
-            let _ = handle.join();
-        }
-    });
-    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    for (layer, result) in missing.iter().zip(results) {
-        if let Some(size) = result.transpose()?.flatten() {
-            sizes.insert(layer.diff_id.clone(), size);
-        }
-    }
-    Ok(sizes)
+    let sizes = parallel::try_map(&missing, source.workers(), |layer| {
+        ensure(store, source, layer, progress)
+    })?;
+    Ok(missing
+        .iter()
+        .zip(sizes)
+        .filter_map(|(layer, size)| Some((layer.diff_id.clone(), size?)))
+        .collect())
 }
 
 /// Unpacks one layer unless it is already there; its size if it did.

@@ -46,6 +46,7 @@ mod layer;
 mod layout;
 pub(crate) mod lock;
 pub mod meta;
+pub(crate) mod parallel;
 pub mod progress;
 pub mod registry;
 mod source;

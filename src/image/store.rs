@@ -504,7 +504,9 @@ impl Store {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    fn prepare(&self) -> anyhow::Result<()> {
+    /// Makes the store's directories and clears what killed dens left in
+    /// its tmp.
+    pub(crate) fn prepare(&self) -> anyhow::Result<()> {
         for dir in SUBDIRS {
             let path = self.root.join(dir);
             DirBuilder::new()

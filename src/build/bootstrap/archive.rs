@@ -8,7 +8,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +18,7 @@ use super::{Target, pgp};
 use crate::build::download::fetch_verified;
 use crate::build::host::cache_dir;
 use crate::image::digest::Digest;
+use crate::image::parallel;
 use crate::image::progress::human_size;
 
 /// Parallel .deb transfers: enough to hide a mirror's latency.
@@ -125,22 +125,9 @@ impl<'t> Archive<'t> {
             human_size(bytes)
         );
         let started = Instant::now();
-        let queue = Mutex::new(missing.into_iter());
-        let failures = Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..FETCHERS {
-                scope.spawn(|| {
-                    while let Some(at) = queue.lock().expect("queue").next() {
-                        if let Err(err) = self.fetch_one(packages[at], &paths[at], label) {
-                            failures.lock().expect("failures").push(err);
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(err) = failures.into_inner().expect("failures").into_iter().next() {
-            return Err(err);
-        }
+        parallel::try_map(&missing, FETCHERS, |&at| {
+            self.fetch_one(packages[at], &paths[at], label)
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
             "den: {label}: fetched {} in {seconds:.1} s",

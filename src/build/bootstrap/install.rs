@@ -6,7 +6,6 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -16,8 +15,8 @@ use super::resolve::Package;
 use crate::build::{capture, output};
 use crate::config::{Network, User};
 use crate::image::Store;
-use crate::image::fsx;
 use crate::image::lock::TempEntry;
+use crate::image::{fsx, parallel};
 use crate::userns::{self, Action, Bind, Spec};
 
 /// Where the container sees the cached .debs.
@@ -85,34 +84,12 @@ fn merge_usr(fs: &Path, arch: &str) -> Result<()> {
     Ok(())
 }
 
-/// Unpacks every .deb, two at a time: decompression is most of the work.
+/// Unpacks every .deb, a few at a time: decompression is most of the work.
 fn unpack_all(fs: &Path, debs: &[PathBuf]) -> Result<()> {
     let root = fsx::open_dir(fs)?;
-    let queue = Mutex::new(debs.iter());
-    let failure = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..available_cores() {
-            scope.spawn(|| {
-                loop {
-                    let Some(deb) = queue.lock().expect("queue").next() else {
-                        break;
-                    };
-                    if let Err(err) = super::deb::unpack(deb, root.as_fd()) {
-                        failure.lock().expect("failure").get_or_insert(err);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().expect("failure") {
-        Some(err) => Err(err),
-        None => Ok(()),
-    }
-}
-
-fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    parallel::try_map(debs, cores, |deb| super::deb::unpack(deb, root.as_fd()))?;
+    Ok(())
 }
 
 /// dpkg installs every package (in the resolver's order; dpkg itself
@@ -208,11 +185,7 @@ fn clean(fs: &Path) -> Result<()> {
         "var/cache/debconf/config.dat-old",
         "var/cache/debconf/templates.dat-old",
     ] {
-        match std::fs::remove_file(fs.join(file)) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err).with_context(|| format!("cannot remove /{file}")),
-        }
+        crate::image::remove_file(&fs.join(file))?;
     }
     Ok(())
 }

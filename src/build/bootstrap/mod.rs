@@ -210,7 +210,7 @@ fn make(
     if record::load(store, &key).is_some() {
         return Ok(entry);
     }
-    prepare(store)?;
+    store.prepare()?;
     let _shared = store.lock_shared()?;
     let lock_path = store.lock_path(&format!("build-{}", key.hex()));
     let (_lock, waited) = lock_exclusive_or_wait(&lock_path, || {
@@ -232,18 +232,6 @@ fn make(
     };
     record::write_json(store, &record::record_path(store, &key), &record)?;
     Ok(entry)
-}
-
-/// The store's directories a bootstrap writes to, as an import makes them.
-fn prepare(store: &Store) -> Result<()> {
-    for dir in ["tmp", "layers", "locks", "builds"] {
-        let path = store.root().join(dir);
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&path)
-            .with_context(|| format!("cannot create `{}`", path.display()))?;
-    }
-    store.clean_tmp()?;
-    Ok(())
 }
 
 /// den.lock's packages are not all in the mirror any more.
