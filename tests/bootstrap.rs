@@ -335,6 +335,38 @@ fn a_changed_inrelease_is_refused() {
     );
 }
 
+/// `keyring:` replaces den's shipped keys: Debian's genuine InRelease,
+/// checked against Ubuntu's keys only, is refused before anything else
+/// is fetched.
+#[test]
+fn a_keyring_replaces_the_shipped_keys() {
+    let mirror = Mirror::start();
+    let project = Project::new(&format!(
+        "containers:\n  base:\n    bootstrap:\n      distro: debian/bookworm\n      \
+         mirror: {}\n      keyring: keys/ubuntu.gpg\n",
+        mirror.url()
+    ));
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/build/bootstrap/keys/ubuntu-archive-keys.gpg");
+    fs::create_dir(project.root.join("keys")).unwrap();
+    fs::copy(keys, project.root.join("keys/ubuntu.gpg")).unwrap();
+    project.hand_over();
+    let output = den(&project, Runner::User, &["build", "base"]);
+    let stderr = refused(
+        &output,
+        &[
+            "InRelease failed its signature check",
+            "signed only by keys not in the keyring",
+        ],
+    );
+    assert!(layers(&project.data).is_empty(), "{stderr}");
+    let requests = mirror.requests();
+    assert!(
+        requests.iter().all(|path| path.ends_with("/InRelease")),
+        "{requests:?}"
+    );
+}
+
 #[test]
 fn a_packages_index_not_matching_inrelease_is_refused() {
     let (stderr, mirror, project) = refused_for(
