@@ -492,10 +492,25 @@ fn dns_answer(query: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// A UDP socket and a TCP listener on the same free 127.0.0.1 port: the
+/// UDP port is picked first, and picked again if its TCP twin is taken
+/// (by another test's connection, say).
+fn udp_and_tcp_on_one_port() -> (UdpSocket, TcpListener) {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        match TcpListener::bind(udp.local_addr().unwrap()) {
+            Ok(tcp) => return (udp, tcp),
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(err) => panic!("binding TCP: {err}"),
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
 /// A DNS server on 127.0.0.1 (UDP and TCP on the same port) answering
 /// every A query with 192.0.2.7.
 fn dns_server() -> SocketAddr {
-    let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (server, tcp) = udp_and_tcp_on_one_port();
     let addr = server.local_addr().unwrap();
     thread::spawn(move || {
         let mut buffer = [0u8; 512];
@@ -503,7 +518,6 @@ fn dns_server() -> SocketAddr {
             let _ = server.send_to(&dns_answer(&buffer[..len]), peer);
         }
     });
-    let tcp = TcpListener::bind(addr).unwrap();
     thread::spawn(move || {
         for mut stream in tcp.incoming().flatten() {
             let mut len = [0u8; 2];
