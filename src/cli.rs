@@ -26,7 +26,7 @@ enum Command {
     /// Run a command defined in den.yaml, with any extra arguments
     Run {
         #[command(flatten)]
-        net: NetArgs,
+        net: LaunchArgs,
         /// The command's name in den.yaml
         command: String,
         /// Extra arguments for the command
@@ -36,7 +36,7 @@ enum Command {
     /// Run a program in one of the project's containers
     Exec {
         #[command(flatten)]
-        net: NetArgs,
+        net: LaunchArgs,
         /// The container's name in den.yaml
         container: String,
         /// The program and its arguments (default: the image's entrypoint and command)
@@ -46,7 +46,7 @@ enum Command {
     /// Start an interactive shell in a container (default: the first in den.yaml)
     Shell {
         #[command(flatten)]
-        net: NetArgs,
+        net: LaunchArgs,
         container: Option<String>,
     },
     /// List the project's commands (what `den` alone does)
@@ -107,9 +107,12 @@ enum Command {
     },
 }
 
-/// Network options of the commands that start a container.
+/// Options of the commands that start a container.
 #[derive(Args, Debug)]
-struct NetArgs {
+struct LaunchArgs {
+    /// Pass descriptors 3 to 3+N-1 on to the command (den closes every other one)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
     /// The network, instead of den.yaml's (default: slirp)
     #[arg(long, value_enum)]
     network: Option<NetworkArg>,
@@ -118,7 +121,7 @@ struct NetArgs {
     ports: Vec<crate::net::PortSpec>,
 }
 
-impl NetArgs {
+impl LaunchArgs {
     fn choice(self) -> crate::launch::NetChoice {
         crate::launch::NetChoice {
             network: self.network.map(Network::from),
@@ -152,14 +155,21 @@ impl From<NetworkArg> for Network {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::List) {
-        Command::Run { net, command, args } => commands::run::execute(&command, args, net.choice()),
+        Command::Run { net, command, args } => {
+            let fds = net.preserve_fds;
+            commands::run::execute(&command, args, net.choice(), fds)
+        }
         Command::Exec {
             net,
             container,
             argv,
-        } => commands::exec::execute(&container, argv, net.choice()),
+        } => {
+            let fds = net.preserve_fds;
+            commands::exec::execute(&container, argv, net.choice(), fds)
+        }
         Command::Shell { net, container } => {
-            commands::shell::execute(container.as_deref(), net.choice())
+            let fds = net.preserve_fds;
+            commands::shell::execute(container.as_deref(), net.choice(), fds)
         }
         Command::List => commands::list::execute(),
         Command::Build { force, containers } => commands::build::execute(&containers, force),

@@ -21,6 +21,8 @@ pub struct Request<'a> {
     pub net: NetChoice,
     /// The host directory den was started in.
     pub cwd: &'a Path,
+    /// Descriptors 3 to 3+N-1 are passed on to the command.
+    pub preserved_fds: u32,
 }
 
 /// The network a request asks for, over the container's.
@@ -40,6 +42,7 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         .containers
         .get(request.container)
         .with_context(|| format!("den.yaml has no container `{}`", request.container))?;
+    check_preserved_fds(request.preserved_fds)?;
     let store = Store::open_default()?;
     // Held until the container exits: `den gc` must not remove its
     // layers. Close-on-exec: no program in the container inherits it
@@ -71,9 +74,10 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         environ.extend(vars);
     }
     environ.extend(request.environ.iter().cloned());
+    let container_dir = store.container_dir()?;
     let spec = Spec {
         layers: image.layers.clone(),
-        scratch: store.scratch_dir()?,
+        scratch: container_dir.path().to_path_buf(),
         work: Some(request.project.root.clone()),
         cwd: working_dir(container, &request.project.root, request.cwd),
         argv,
@@ -90,8 +94,21 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         output: None,
         action: Default::default(),
         fake_ownership: false,
+        confinement: container.confinement,
+        preserved_fds: request.preserved_fds,
     };
     userns::run(&spec)
+}
+
+/// `--preserve-fds N` passes descriptors 3 to 3+N-1, which must be open.
+fn check_preserved_fds(count: u32) -> Result<()> {
+    let last = 3 + i64::from(count) - 1;
+    match (3..=last).find(|&fd| !userns::is_open_fd(fd as i32)) {
+        Some(fd) => anyhow::bail!(
+            "--preserve-fds {count} passes descriptors 3 to {last}, but descriptor {fd} is not open"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The container's image. A registry tag goes through den.lock: the
@@ -223,7 +240,7 @@ mod tests {
             setup: Vec::new(),
             host_ca: true,
             network: Network::Slirp,
-            host_loopback: true,
+            host_loopback: false,
             environ: [
                 ("A".to_string(), "container".to_string()),
                 ("B".to_string(), "b".to_string()),
@@ -232,6 +249,7 @@ mod tests {
             .collect(),
             workdir: workdir.map(str::to_string),
             user: User::default(),
+            confinement: Default::default(),
         }
     }
 

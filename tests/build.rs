@@ -325,7 +325,7 @@ containers:
     network: slirp
     setup:
       - install: [python3, python3-venv, libutempter0]
-      - run: useradd --create-home bob
+      - run: useradd --create-home bob && su bob -c 'touch /home/bob/by-su'
       - pip:
           packages: [cowsay==6.1]
           venv: /opt/venv
@@ -354,6 +354,10 @@ commands:
     assert!(
         home.starts_with("d 0") && home.ends_with(" 1000:1000 home/bob"),
         "useradd's chown of the new home is recorded: {home}"
+    );
+    assert!(
+        meta_line(&project.data, "home/bob/by-su").is_some(),
+        "su ran the command"
     );
     // The package lists and archives stayed in the cache, out of the layer.
     let cache = project.home.join(".cache/den/apt");

@@ -65,7 +65,7 @@ fn unknown_key_names_it_and_suggests_the_close_one() {
             "unknown key `environment` in container `dev`",
             "(did you mean `environ`?)",
             "expected one of `from`, `bootstrap`, `setup`, `environ`, `workdir`, `user`, `network`, \
-             `host-loopback` or `host-ca`",
+             `host-loopback`, `host-ca`, `caps`, `cap-drop`, `seccomp` or `limits`",
         ],
     );
 }

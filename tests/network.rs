@@ -1,9 +1,10 @@
-//! `network: slirp` through den, as the unprivileged test user: the
-//! container reaches servers on the host's 127.0.0.1 through the gateway
-//! 10.0.2.2 (and `host.den.internal`), resolves names through den's DNS
+//! `network: slirp` through den, as the unprivileged test user: with
+//! `host-loopback: true`, the container reaches servers on the host's
+//! 127.0.0.1 through the gateway 10.0.2.2 (and `host.den.internal`);
+//! by default it reaches none. It resolves names through den's DNS
 //! forwarder, moves 100 MB each way intact, holds 200 connections at
 //! once; published TCP ports reach a server in the container; with the
-//! gateway switched off or `network: none`, nothing is reached. The
+//! gateway off (the default) or `network: none`, nothing is reached. The
 //! stack's own tests (UDP echo, published UDP ports) are in tests/net.rs.
 
 mod common;
@@ -25,9 +26,9 @@ const DEN_YAML: &str = "\
 containers:
   bb:
     from: oci:image:latest
+    host-loopback: true
   isolated:
     from: oci:image:latest
-    host-loopback: false
   offline:
     from: oci:image:latest
     network: none

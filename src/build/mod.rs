@@ -165,6 +165,7 @@ impl Builder<'_> {
                 host_ca: self.container.host_ca,
                 network: self.container.network,
                 host_loopback: self.container.host_loopback,
+                confinement: self.container.confinement,
                 label: format!("step {}/{total}", index + 1),
             };
             let planned = step::plan(&self.project.root, step, &mut cache)?;

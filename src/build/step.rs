@@ -113,6 +113,7 @@ pub struct StepContext<'a> {
     pub host_ca: bool,
     pub network: crate::config::Network,
     pub host_loopback: bool,
+    pub confinement: crate::userns::Confinement,
     /// e.g. `step 2/5`.
     pub label: String,
 }
@@ -298,9 +299,10 @@ fn run_in_container(
             cache_lock = Some(lock_cache(lock)?);
         }
     }
+    let container_dir = ctx.store.container_dir()?;
     let spec = Spec {
         layers,
-        scratch: ctx.store.scratch_dir()?,
+        scratch: container_dir.path().to_path_buf(),
         work: None,
         cwd: ctx.workdir.unwrap_or("/").to_string(),
         argv,
@@ -317,6 +319,8 @@ fn run_in_container(
         output: None,
         action,
         fake_ownership: true,
+        confinement: ctx.confinement,
+        preserved_fds: 0,
     };
     let (code, captured) = output::run_relayed(spec)?;
     if code != 0 {

@@ -4,7 +4,12 @@ use anyhow::Result;
 
 use crate::launch::{self, NetChoice, Request};
 
-pub fn execute(container: &str, argv: Vec<String>, net: NetChoice) -> Result<i32> {
+pub fn execute(
+    container: &str,
+    argv: Vec<String>,
+    net: NetChoice,
+    preserved_fds: u32,
+) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     super::check_container(&project, container)?;
     launch::run(Request {
@@ -14,5 +19,6 @@ pub fn execute(container: &str, argv: Vec<String>, net: NetChoice) -> Result<i32
         environ: Vec::new(),
         net,
         cwd: &cwd,
+        preserved_fds,
     })
 }

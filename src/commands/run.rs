@@ -5,7 +5,12 @@ use anyhow::{Result, bail};
 use crate::config::Run;
 use crate::launch::{self, NetChoice, Request};
 
-pub fn execute(name: &str, args: Vec<String>, mut net: NetChoice) -> Result<i32> {
+pub fn execute(
+    name: &str,
+    args: Vec<String>,
+    mut net: NetChoice,
+    preserved_fds: u32,
+) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     let Some(command) = project.config.commands.get(name) else {
         bail!("{}", unknown_command(name, project.config.commands.keys()));
@@ -35,6 +40,7 @@ pub fn execute(name: &str, args: Vec<String>, mut net: NetChoice) -> Result<i32>
             .collect(),
         net,
         cwd: &cwd,
+        preserved_fds,
     })
 }
 

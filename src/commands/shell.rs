@@ -6,7 +6,7 @@ use crate::launch::{self, NetChoice, Request};
 
 const SHELL: &str = "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l";
 
-pub fn execute(container: Option<&str>, net: NetChoice) -> Result<i32> {
+pub fn execute(container: Option<&str>, net: NetChoice, preserved_fds: u32) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     let container = match container {
         Some(name) => {
@@ -29,5 +29,6 @@ pub fn execute(container: Option<&str>, net: NetChoice) -> Result<i32> {
         environ: Vec::new(),
         net,
         cwd: &cwd,
+        preserved_fds,
     })
 }

@@ -9,6 +9,7 @@ mod error;
 pub mod lockfile;
 mod schema;
 pub mod settings;
+mod size;
 pub mod step;
 mod suggest;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 
 pub use self::error::ConfigError;
+pub use self::size::parse_bytes;
 
 /// The name among `candidates` that `word` most likely meant, if any.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -106,6 +108,8 @@ pub struct Container {
     /// Working directory inside; default: /work plus the caller's subdirectory.
     pub workdir: Option<String>,
     pub user: User,
+    /// Capabilities, seccomp and limits of its commands and builds.
+    pub confinement: crate::userns::Confinement,
 }
 
 /// What a container starts from.

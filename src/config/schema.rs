@@ -15,6 +15,7 @@ use crate::image::Source;
 
 const TOP_KEYS: &[&str] = &["version", "containers", "commands"];
 mod bootstrap;
+mod confinement;
 mod steps;
 
 const CONTAINER_KEYS: &[&str] = &[
@@ -27,6 +28,10 @@ const CONTAINER_KEYS: &[&str] = &[
     "network",
     "host-loopback",
     "host-ca",
+    "caps",
+    "cap-drop",
+    "seccomp",
+    "limits",
 ];
 const COMMAND_KEYS: &[&str] = &[
     "container",
@@ -46,6 +51,10 @@ const CONTAINER_ALIASES: &[(&str, &str)] = &[
     ("uid", "user"),
     ("steps", "setup"),
     ("build", "setup"),
+    ("cap-add", "caps"),
+    ("capabilities", "caps"),
+    ("security-opt", "seccomp"),
+    ("resources", "limits"),
 ];
 const COMMAND_ALIASES: &[(&str, &str)] = &[
     ("cmd", "run"),
@@ -192,7 +201,7 @@ impl Doc<'_> {
                 .unwrap_or_default(),
             host_loopback: table
                 .read("host-loopback", |flag| self.flag(flag, &what))?
-                .unwrap_or(true),
+                .unwrap_or(false),
             environ: table
                 .read("environ", |env| self.environ(env, &what))?
                 .unwrap_or_default(),
@@ -200,6 +209,7 @@ impl Doc<'_> {
             user: table
                 .read("user", |user| self.user(user, &what))?
                 .unwrap_or_default(),
+            confinement: self.confinement(&table, &what)?,
         })
     }
 

@@ -244,13 +244,13 @@ fn unknown_keys_suggest_the_right_one() {
         err("containers:\n  dev:\n    from: oci:img\n    environment: {A: b}\n"),
         "4:5: unknown key `environment` in container `dev` (did you mean `environ`?); \
          expected one of `from`, `bootstrap`, `setup`, `environ`, `workdir`, `user`, `network`, \
-         `host-loopback` or `host-ca`"
+         `host-loopback`, `host-ca`, `caps`, `cap-drop`, `seccomp` or `limits`"
     );
     assert_eq!(
         err("containers:\n  dev:\n    image: oci:img\n"),
         "3:5: unknown key `image` in container `dev` (did you mean `from`?); \
          expected one of `from`, `bootstrap`, `setup`, `environ`, `workdir`, `user`, `network`, \
-         `host-loopback` or `host-ca`"
+         `host-loopback`, `host-ca`, `caps`, `cap-drop`, `seccomp` or `limits`"
     );
     assert_eq!(
         err(&with_commands("  b:\n    container: dev\n    cmd: make\n")),

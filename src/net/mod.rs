@@ -68,12 +68,12 @@ pub struct NetOptions {
 }
 
 impl NetOptions {
-    /// Host loopback on, DNS through the host's /etc/resolv.conf.
+    /// Host loopback off, DNS through the host's /etc/resolv.conf.
     pub fn from_host() -> Result<Self> {
         let text = std::fs::read_to_string("/etc/resolv.conf")
             .context("reading /etc/resolv.conf for the container's DNS forwarder")?;
         Ok(Self {
-            host_loopback: true,
+            host_loopback: false,
             dns_upstreams: nameservers(&text),
         })
     }

@@ -1,7 +1,10 @@
-//! pid 1 of the container: maps ids, builds the root filesystem, starts
-//! the command, then reaps and forwards signals until the command ends.
+//! pid 1 of the container: lets go of den's descriptors and secrets, maps
+//! ids, builds the root filesystem, starts the command, then reaps and
+//! forwards signals until the command ends.
 
 use anyhow::{Context, Result};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{
     Pid, Signal, WaitOptions, WaitStatus, kill_process, kill_process_group, wait,
@@ -9,7 +12,10 @@ use rustix::process::{
 
 use super::channel::Channel;
 use super::seccomp::FakeOwnership;
-use super::sys::{SignalSet, bring_loopback_up, read_signal};
+use super::sys::{
+    SignalSet, bring_loopback_up, close_all_except, close_fd, join_new_session_keyring,
+    read_signal, wipe_environment,
+};
 use super::{EXIT_DEN_FAILED, HostIds, Launch, process, rootfs, slirp, tty};
 use crate::config::{Network, User};
 
@@ -50,9 +56,19 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .context("setting the parent-death signal")?;
     let spec = launch.spec;
+    keep_only_needed_descriptors(spec, channel, network.as_ref())?;
     map_ids(launch.host, spec.user)?;
+    hide_den()?;
     if let Some(network) = &network {
         slirp::create_and_send_tun(network)?;
+    }
+    if spec.network != Network::Host
+        && spec
+            .confinement
+            .caps
+            .contains(super::Capabilities::NET_BIND_SERVICE)
+    {
+        allow_low_ports()?;
     }
     let signals = handled_signals()
         .signalfd()
@@ -72,13 +88,57 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
         true => Some(FakeOwnership::install()?),
         false => None,
     };
-    let command = process::spawn(spec, terminal.as_ref().map(|t| t.slave.as_c_str()))?;
+    let command = process::spawn(launch, terminal.as_ref().map(|t| t.slave.as_c_str()))?;
+    // The command has its copies.
+    for fd in spec
+        .output
+        .into_iter()
+        .chain(3..3 + spec.preserved_fds as RawFd)
+    {
+        close_fd(fd).context("closing the command's descriptors")?;
+    }
     if let Some(terminal) = terminal {
         channel
             .send_terminal(rustix::fd::AsFd::as_fd(&terminal.master))
             .context("handing the terminal to den")?;
     }
     supervise_command(command, &signals, channel, fake_ownership, network)
+}
+
+/// Closes every descriptor den had open at the clone (the store lock,
+/// build directories, the caller's own) but stdio, init's channels and,
+/// until the command has its copies, those meant for it.
+fn keep_only_needed_descriptors(
+    spec: &super::Spec,
+    channel: &Channel,
+    network: Option<&Channel>,
+) -> Result<()> {
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_fd().as_raw_fd()];
+    keep.extend(network.map(|network| network.as_fd().as_raw_fd()));
+    keep.extend(spec.output);
+    keep.extend(3..3 + spec.preserved_fds as RawFd);
+    close_all_except(&keep).context("closing den's descriptors")
+}
+
+/// Init holds a copy of den's memory: its environment (tokens and all)
+/// is wiped, and init becomes non-dumpable, so that nothing in the
+/// container can read its memory, environment or descriptors through
+/// /proc or ptrace (that now takes CAP_SYS_PTRACE over the host's user
+/// namespace). After the id maps: a non-dumpable process cannot write
+/// its own. Then a session keyring of its own.
+fn hide_den() -> Result<()> {
+    wipe_environment().context("wiping den's environment")?;
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("making init non-dumpable")?;
+    join_new_session_keyring().context("joining a new session keyring")
+}
+
+/// The command runs in a user namespace nested in the one owning the
+/// network namespace, so its NET_BIND_SERVICE does not reach the network:
+/// ports below 1024 are opened to every user instead, as Docker does.
+fn allow_low_ports() -> Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
+        .context("opening ports below 1024 to the container")
 }
 
 /// Maps the invoking host user (and group) to the container user. An

@@ -7,9 +7,20 @@
 //!   filesystem, starts the command, reaps zombies, forwards signals and
 //!   exits with the command's status. When it exits the kernel kills
 //!   every process left in the container, and it dies with den;
-//! - the command, forked by init into a clean environment.
+//! - the command, forked by init into a clean environment, then confined
+//!   (`confine`): a user and mount namespace nested in init's, so the
+//!   kernel locks every mount init made; podman's capabilities; den's
+//!   seccomp profile; a process limit. It holds only descriptors 0-2
+//!   (and those passed on purpose).
+//!
+//! Init is a fork of den and so holds a copy of den's memory: it keeps no
+//! descriptor it does not need, wipes den's environment, joins a session
+//! keyring of its own and is not dumpable, so the command can neither
+//! read nor trace it.
 
+pub mod caps;
 mod channel;
+mod confine;
 mod diagnose;
 mod init;
 mod process;
@@ -29,6 +40,7 @@ use rustix::termios::Winsize;
 
 use crate::config::{Network, User};
 
+pub use caps::Capabilities;
 pub use process::DEFAULT_PATH;
 pub use rootfs::{MOUNT_POINTS, RUN_DEN};
 pub use seccomp::OWNER_XATTR;
@@ -41,8 +53,9 @@ pub const EXIT_DEN_FAILED: i32 = 125;
 pub struct Spec {
     /// Unpacked layer directories, bottom layer first.
     pub layers: Vec<PathBuf>,
-    /// An existing directory that init covers with a private tmpfs for the
-    /// overlay's upper and work dirs (each container sees its own).
+    /// An empty directory of this container's own, on disk, for the
+    /// overlay's upper and work dirs and its mount point; the caller
+    /// removes it after the run.
     pub scratch: PathBuf,
     /// Host directory bind-mounted read-write at `/work`, if any.
     pub work: Option<PathBuf>,
@@ -77,6 +90,72 @@ pub struct Spec {
     /// stdin is then /dev/null. Held open by the caller.
     pub output: Option<RawFd>,
     pub action: Action,
+    /// How far the command is confined.
+    pub confinement: Confinement,
+    /// Descriptors 3 to 3+N-1 of den's are passed on to the command
+    /// (`--preserve-fds N`); every other one stays outside.
+    pub preserved_fds: u32,
+}
+
+/// What the command may do inside (docs/runtime.md, "Security").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confinement {
+    /// Its bounding, permitted and effective capabilities.
+    pub caps: Capabilities,
+    /// Whether den's default seccomp profile applies.
+    pub seccomp: bool,
+    pub limits: Limits,
+}
+
+impl Default for Confinement {
+    fn default() -> Confinement {
+        Confinement {
+            caps: caps::DEFAULT,
+            seccomp: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Sizes of the container's memory-backed filesystems and its process
+/// count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub tmp: Size,
+    pub shm: Size,
+    pub run_den: Size,
+    /// Processes and threads the command and its children may have
+    /// (RLIMIT_NPROC, counted per user namespace).
+    pub pids: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            tmp: Size::PercentOfMemory(25),
+            shm: Size::Bytes(64 << 20),
+            run_den: Size::Bytes(16 << 20),
+            pids: 4096,
+        }
+    }
+}
+
+/// A tmpfs size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Bytes(u64),
+    /// Of the machine's memory, as tmpfs's `size=N%`.
+    PercentOfMemory(u8),
+}
+
+impl Size {
+    /// The value of tmpfs's `size=` option.
+    pub(super) fn tmpfs_option(self) -> String {
+        match self {
+            Size::Bytes(bytes) => bytes.to_string(),
+            Size::PercentOfMemory(percent) => format!("{percent}%"),
+        }
+    }
 }
 
 /// A host path bound at `target`, an absolute path under /run/den.
@@ -122,6 +201,11 @@ pub fn run_with(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     supervise::run(spec, started)
 }
 
+/// Whether `fd` is open in den (for `--preserve-fds`).
+pub fn is_open_fd(fd: RawFd) -> bool {
+    sys::is_open(fd)
+}
+
 /// Whether den's stdin and stdout are both terminals, the condition for
 /// giving the command a terminal of its own.
 pub fn stdio_is_terminal() -> bool {
@@ -142,4 +226,6 @@ struct Launch<'a> {
     spec: &'a Spec,
     host: HostIds,
     winsize: Option<Winsize>,
+    /// The seccomp profile for the command, assembled before the clone.
+    profile: Option<Vec<seccomp::Instruction>>,
 }

@@ -1,5 +1,6 @@
 //! The command's process: forked by init, given a session (and the
-//! terminal, if any), a clean environment, and exec'd.
+//! terminal, if any), confined, given a clean environment and only the
+//! descriptors it should have, and exec'd.
 
 use std::ffi::{CStr, CString};
 use std::fs;
@@ -9,8 +10,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::process::Pid;
 
-use super::sys::{Forked, SignalSet, fork, reset_signal_disposition};
-use super::{Action, Spec};
+use super::sys::{
+    Forked, SignalSet, close_on_exec_from, fork, keep_across_exec, reset_signal_disposition,
+};
+use super::{Action, Launch, Spec, confine};
 use crate::config::User;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -19,7 +22,8 @@ const EXIT_NOT_EXECUTABLE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
 
 /// Starts the command; returns its pid (in the container's namespace).
-pub(super) fn spawn(spec: &Spec, terminal: Option<&CStr>) -> Result<Pid> {
+pub(super) fn spawn(launch: &Launch<'_>, terminal: Option<&CStr>) -> Result<Pid> {
+    let spec = launch.spec;
     let env = environment(spec);
     let argv = to_cstrings(&spec.argv).context("the command line contains a NUL byte")?;
     let envp = to_cstrings(&env).context("the environment contains a NUL byte")?;
@@ -35,7 +39,7 @@ pub(super) fn spawn(spec: &Spec, terminal: Option<&CStr>) -> Result<Pid> {
     match fork().context("forking the command")? {
         Forked::Parent(pid) => Pid::from_raw(pid).context("fork returned pid 0"),
         Forked::Child => {
-            let (code, message) = exec(spec, terminal, &argv, &envp, &path);
+            let (code, message) = exec(launch, terminal, &argv, &envp, &path);
             eprintln!("den: {message}");
             std::process::exit(code)
         }
@@ -45,13 +49,14 @@ pub(super) fn spawn(spec: &Spec, terminal: Option<&CStr>) -> Result<Pid> {
 /// Prepares the process and execs; returns only on failure, with the
 /// exit status and message.
 fn exec(
-    spec: &Spec,
+    launch: &Launch<'_>,
     terminal: Option<&CStr>,
     argv: &[CString],
     envp: &[CString],
     path: &str,
 ) -> (i32, String) {
-    if let Err(err) = prepare(spec, terminal) {
+    let spec = launch.spec;
+    if let Err(err) = prepare(launch, terminal) {
         return (super::EXIT_DEN_FAILED, format!("{err:#}"));
     }
     if let Action::Call(work) = &spec.action {
@@ -92,7 +97,8 @@ fn exec(
     }
 }
 
-fn prepare(spec: &Spec, terminal: Option<&CStr>) -> Result<()> {
+fn prepare(launch: &Launch<'_>, terminal: Option<&CStr>) -> Result<()> {
+    let spec = launch.spec;
     SignalSet::of(&[])
         .set_as_mask()
         .context("unblocking signals")?;
@@ -111,8 +117,19 @@ fn prepare(spec: &Spec, terminal: Option<&CStr>) -> Result<()> {
         rustix::stdio::dup2_stdout(&fd).context("attaching the terminal")?;
         rustix::stdio::dup2_stderr(&fd).context("attaching the terminal")?;
     }
-    rustix::thread::set_no_new_privs(true).context("setting no_new_privs")?;
-    std::env::set_current_dir(&spec.cwd).with_context(|| format!("entering {}", spec.cwd))
+    confine::confine(&spec.confinement, spec.user, launch.profile.as_deref())?;
+    std::env::set_current_dir(&spec.cwd).with_context(|| format!("entering {}", spec.cwd))?;
+    pass_only_own_descriptors(spec.preserved_fds)
+}
+
+/// 0, 1 and 2, and the descriptors passed on purpose, go with the exec;
+/// whatever else init's memory copy holds stays behind.
+fn pass_only_own_descriptors(preserved: u32) -> Result<()> {
+    let first_closed = 3 + preserved as i32;
+    for fd in 3..first_closed {
+        keep_across_exec(fd).with_context(|| format!("passing on descriptor {fd}"))?;
+    }
+    close_on_exec_from(first_closed).context("closing den's descriptors")
 }
 
 /// stdout and stderr to `output`, stdin from /dev/null.

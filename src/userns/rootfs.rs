@@ -39,8 +39,8 @@ const MASKED_PROC_FILES: [&str; 6] = [
     "sched_debug",
 ];
 const MASKED_PROC_DIRS: [&str; 2] = ["acpi", "scsi"];
-const READ_ONLY_PROC: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
-const MASKED_SYS_DIRS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
+const READ_ONLY_PROC: [&str; 6] = ["asound", "bus", "fs", "irq", "sys", "sysrq-trigger"];
+const MASKED_SYS_DIRS: [&str; 3] = ["firmware", "devices/virtual/powercap", "dev/block"];
 
 /// Where den's own files go inside the container (a tmpfs): the CA
 /// bundle, package manager settings, bound caches.
@@ -164,21 +164,13 @@ fn take_node(path: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Mounts a private tmpfs over the scratch directory and the overlay of
-/// the image's layers on it; returns the overlay's mount point.
+/// Mounts the overlay of the image's layers in the scratch directory,
+/// its writable layer on disk beside it; returns the mount point.
 fn mount_overlay(spec: &Spec) -> Result<PathBuf> {
     let scratch = &spec.scratch;
-    mount(
-        "tmpfs",
-        scratch,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV,
-        c"mode=0755",
-    )
-    .with_context(|| format!("mounting a tmpfs on {}", scratch.display()))?;
     for dir in ["upper", "work", "root", "empty"] {
         fs::create_dir(scratch.join(dir))
-            .with_context(|| format!("creating {dir} in the scratch tmpfs"))?;
+            .with_context(|| format!("creating {}", scratch.join(dir).display()))?;
     }
     // A build step's upper is its future layer, on the store's disk.
     let (upper, work) = match &spec.layer_dir {
@@ -260,18 +252,27 @@ fn enter(new_root: &Path) -> Result<()> {
 }
 
 fn populate(spec: &Spec, host: HostParts) -> Result<()> {
-    mount_dev(host.devices)?;
+    mount_dev(host.devices, spec.confinement.limits.shm)?;
     attach(host.proc, "/proc")?;
     restrict_proc()?;
     attach(host.sys, "/sys")?;
     for dir in MASKED_SYS_DIRS {
         mask_dir(&Path::new("/sys").join(dir))?;
     }
-    mount_tmpfs("/tmp", "mode=1777", MountFlags::NOSUID | MountFlags::NODEV)?;
+    let limits = &spec.confinement.limits;
+    mount_tmpfs(
+        "/tmp",
+        &format!("mode=1777,size={}", limits.tmp.tmpfs_option()),
+        MountFlags::NOSUID | MountFlags::NODEV,
+    )?;
     if let Some(work) = host.work {
         attach(work, "/work")?;
     }
-    mount_tmpfs(RUN_DEN, "mode=0755", MountFlags::NOSUID | MountFlags::NODEV)?;
+    mount_tmpfs(
+        RUN_DEN,
+        &format!("mode=0755,size={}", limits.run_den.tmpfs_option()),
+        MountFlags::NOSUID | MountFlags::NODEV,
+    )?;
     for (name, contents) in &spec.run_files {
         let path = format!("{RUN_DEN}/{name}");
         fs::write(&path, contents).with_context(|| format!("writing {path}"))?;
@@ -333,14 +334,14 @@ fn ensure_dir(path: &str) -> Result<()> {
 
 fn mount_tmpfs(target: &str, options: &str, flags: MountFlags) -> Result<()> {
     ensure_dir(target)?;
-    let options = CString::new(options).expect("static options");
+    let options = CString::new(options).context("a NUL byte in tmpfs options")?;
     mount("tmpfs", target, "tmpfs", flags, options.as_c_str())
         .with_context(|| format!("mounting a tmpfs on {target}"))
 }
 
 /// A minimal /dev: host device nodes bound onto empty files, a private
 /// devpts instance, shm, and the usual symlinks.
-fn mount_dev(devices: Vec<(&'static str, OwnedFd)>) -> Result<()> {
+fn mount_dev(devices: Vec<(&'static str, OwnedFd)>, shm: super::Size) -> Result<()> {
     mount_tmpfs(
         "/dev",
         "mode=0755,size=1m",
@@ -369,7 +370,7 @@ fn mount_dev(devices: Vec<(&'static str, OwnedFd)>) -> Result<()> {
     .context("mounting /dev/pts")?;
     mount_tmpfs(
         "/dev/shm",
-        "mode=1777",
+        &format!("mode=1777,size={}", shm.tmpfs_option()),
         MountFlags::NOSUID | MountFlags::NODEV,
     )?;
     let links = [

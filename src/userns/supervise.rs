@@ -11,7 +11,7 @@ use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use super::channel::{self, Channel, Message};
 use super::init::{self, exit_code};
 use super::sys::{Forked, clone_into_namespaces, read_signal};
-use super::{EXIT_DEN_FAILED, HostIds, Launch, Spec, diagnose, slirp, tty};
+use super::{EXIT_DEN_FAILED, HostIds, Launch, Spec, diagnose, seccomp, slirp, tty};
 use crate::config::Network;
 
 pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
@@ -19,7 +19,15 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),
     };
-    let winsize = if spec.tty { tty::host_winsize() } else { None };
+    let launch = Launch {
+        spec,
+        host,
+        winsize: if spec.tty { tty::host_winsize() } else { None },
+        profile: match spec.confinement.seccomp {
+            true => seccomp::default_profile(spec.confinement.caps),
+            false => None,
+        },
+    };
     let handled = init::handled_signals();
     handled.block().context("blocking signals")?;
     let signals = handled.signalfd().context("creating a signalfd")?;
@@ -42,15 +50,7 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
                 drop(den_end);
                 drop(signals);
                 drop(network);
-                init::main(
-                    &Launch {
-                        spec,
-                        host,
-                        winsize,
-                    },
-                    init_end,
-                    network_init_end,
-                )
+                init::main(&launch, init_end, network_init_end)
             }
             Forked::Parent(pid) => Pid::from_raw(pid).context("clone returned pid 0")?,
         };

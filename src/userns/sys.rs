@@ -1,9 +1,10 @@
 //! The few syscalls rustix does not wrap (clone with namespace flags,
-//! mount_setattr, signal masks and signalfd), behind small safe functions.
+//! mount_setattr, close_range, keyctl, signal masks and signalfd), behind
+//! small safe functions.
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Which side of a fork we are on.
 pub enum Forked {
@@ -73,6 +74,117 @@ pub fn make_tree_read_only(tree: impl AsFd) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Closes every descriptor of the process but `keep` (in any order).
+pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 0).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 0;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1, 0)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, RawFd::MAX, 0)
+}
+
+/// Closes one descriptor that no Rust object owns in this process (one
+/// den's memory copy names but init never uses).
+pub fn close_fd(fd: RawFd) -> io::Result<()> {
+    close_range(fd, fd, 0)
+}
+
+/// Marks every descriptor from `first` on close-on-exec.
+pub fn close_on_exec_from(first: RawFd) -> io::Result<()> {
+    close_range(first, RawFd::MAX, libc::CLOSE_RANGE_CLOEXEC)
+}
+
+fn close_range(first: RawFd, last: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range takes plain numbers; closing descriptors that
+    // Rust objects still own is the caller's business (init and the
+    // command close only what den's memory copy holds but never uses).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            flags,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Clears close-on-exec on `fd`, so the next exec passes it on.
+pub fn keep_across_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD with 0 only changes the descriptor's flags.
+    match unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `fd` is an open descriptor.
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// A new, empty session keyring for the process and its children, so
+/// that no key of the user's login session is reachable. A kernel
+/// without keyrings, or a seccomp filter above den that already refuses
+/// them (EPERM), leaves nothing to hide.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for a new anonymous keyring.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    let err = io::Error::last_os_error();
+    match (ret, err.raw_os_error()) {
+        (-1, Some(libc::ENOSYS | libc::EPERM)) => Ok(()),
+        (-1, _) => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Overwrites the environment den was started with: its strings sit in
+/// the process's memory, where `/proc/<pid>/environ` reads them.
+pub fn wipe_environment() -> io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which may hold spaces; env_start
+    // and env_end are fields 50 and 51 of proc(5), the first here is 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |number: usize| -> io::Result<usize> {
+        fields
+            .get(number - 3)
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| io::Error::other("unexpected /proc/self/stat"))
+    };
+    let (start, end) = (field(50)?, field(51)?);
+    // SAFETY: after clearenv, libc holds no pointer into the strings, and
+    // Rust's std reads the environment only through libc; the range is
+    // the kernel's record of where they lie on the initial stack, which is
+    // mapped and writable.
+    unsafe {
+        libc::clearenv();
+        std::ptr::write_bytes(start as *mut u8, 0, end.saturating_sub(start));
+    }
+    Ok(())
 }
 
 /// A set of signal numbers.

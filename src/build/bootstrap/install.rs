@@ -121,9 +121,10 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
         "LC_ALL=C".to_string(),
     ]
     .to_vec();
+    let container_dir = store.container_dir()?;
     let spec = Spec {
         layers: Vec::new(),
-        scratch: store.scratch_dir()?,
+        scratch: container_dir.path().to_path_buf(),
         work: None,
         cwd: "/".to_string(),
         argv,
@@ -144,6 +145,8 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
         output: None,
         action: Action::Exec,
         fake_ownership: true,
+        confinement: Default::default(),
+        preserved_fds: 0,
     };
     let (code, captured) = output::run_relayed(spec)?;
     if code != 0 {
