@@ -190,6 +190,18 @@ impl Project {
     }
 
     pub fn den_in(&self, runner: Runner, dir: &Path, args: &[&str]) -> Command {
+        self.den_through(runner, dir, &[], args)
+    }
+
+    /// As `den_in`, with den started by `wrapper` (a program and its
+    /// arguments, which execs the rest of its command line).
+    pub fn den_through(
+        &self,
+        runner: Runner,
+        dir: &Path,
+        wrapper: &[&std::ffi::OsStr],
+        args: &[&str],
+    ) -> Command {
         let mut command = match (runner, running_as_root()) {
             (Runner::User, true) => {
                 let (uid, gid) = test_ids();
@@ -199,11 +211,19 @@ impl Project {
                     .arg(format!("--regid={gid}"))
                     .arg("--clear-groups")
                     .arg("--")
+                    .args(wrapper)
                     .arg(den_binary());
                 command
             }
             (Runner::Root, false) => panic!("Runner::Root needs the suite to run as root"),
-            _ => Command::new(den_binary()),
+            _ => match wrapper.split_first() {
+                Some((program, rest)) => {
+                    let mut command = Command::new(program);
+                    command.args(rest).arg(den_binary());
+                    command
+                }
+                None => Command::new(den_binary()),
+            },
         };
         command
             .args(args)
