@@ -385,7 +385,8 @@ fn a_file_the_writers_cannot_make_fails_the_layer() {
                 t.file(&format!("e/f{i}"), b"later", 0o644);
             }
         },
-        &format!("entry `{long}`"),
+        // Capped as every layer path in a message is.
+        &format!("entry `d/{}…{}`", "n".repeat(32), "n".repeat(32)),
     );
 }
 
@@ -535,6 +536,37 @@ fn rejects_digest_and_diff_id_mismatches_keeping_nothing() {
     let err = fx.store.resolve(&fx.source("layout")).unwrap_err();
     assert!(error_text(&err).contains("blob is corrupt"), "{err:#}");
     assert!(fx.listing("layers").is_empty() && fx.listing("images").is_empty());
+}
+
+#[test]
+fn long_paths_are_capped_in_messages() {
+    use super::unpack::shown_path;
+    let deep = format!("{}f", "a/".repeat(10_000));
+    assert_eq!(shown_path(Path::new(&deep)), "a/a/a/…/a/a/f");
+    assert_eq!(shown_path(Path::new("/a/b/c/d/e/f/g")), "/a/b/…/e/f/g");
+    assert_eq!(shown_path(Path::new("a/b/c/d/e/f/g")), "a/b/c/d/e/f/g");
+    let long = format!("{}{}", "x".repeat(1000), "yz");
+    let shown = shown_path(Path::new(&long));
+    assert_eq!(shown, format!("{}…{}yz", "x".repeat(32), "x".repeat(30)));
+    assert_eq!(shown_path(Path::new("bad\x1b[31m/name")), "bad?[31m/name");
+}
+
+#[test]
+fn a_layer_10000_levels_deep_gives_a_short_message() {
+    let fx = Fixture::new();
+    let deep = format!("{}file", "level/".repeat(10_000));
+    let tar = tar(|t| {
+        t.file(&deep, b"x", 0o644);
+    });
+    let err = error_text(&fx.import(&[layer(&tar, Compression::Gzip)]).unwrap_err());
+    assert!(err.len() < 2000, "{} bytes: {err}", err.len());
+    assert!(
+        err.contains("entry `level/level/level/…/level/level/file`"),
+        "{err}"
+    );
+    for sub in ["layers", "images", "tmp", "blobs/sha256"] {
+        assert!(fx.listing(sub).is_empty(), "{sub}");
+    }
 }
 
 #[test]
