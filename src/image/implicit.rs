@@ -293,7 +293,7 @@ impl Below<'_> {
             return Ok(Err(Conflict {
                 path: path.to_path_buf(),
                 layer,
-                what: describe(file_type),
+                what: fsx::describe(file_type),
                 symlink_target,
             }));
         }
@@ -316,16 +316,4 @@ fn is_opaque(dir: BorrowedFd<'_>) -> bool {
         rustix::fs::fgetxattr(dir, OPAQUE_XATTR, &mut value),
         Ok(1) if value[0] == b'y'
     )
-}
-
-fn describe(file_type: FileType) -> &'static str {
-    match file_type {
-        FileType::Symlink => "a symlink",
-        FileType::RegularFile => "a regular file",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        FileType::Fifo => "a fifo",
-        FileType::Socket => "a socket",
-        _ => "something other than a directory",
-    }
 }

@@ -52,7 +52,7 @@ pub trait BlobSource: Sync {
 
 impl BlobSource for Layout {
     fn open(&self, layer: &LayerBlob) -> anyhow::Result<Box<dyn Read + Send + '_>> {
-        Ok(self.open_blob(&layer.digest)?.0)
+        self.open_blob(&layer.digest, layer.size)
     }
 }
 
@@ -239,7 +239,9 @@ fn download(
 ) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         let mut blob = HashingReader::new(Counting {
-            inner: source.open(layer)?,
+            // One byte past the manifest's size shows a longer blob
+            // without reading on: it could be endless.
+            inner: source.open(layer)?.take(layer.size.saturating_add(1)),
             layer,
             progress,
         });
@@ -247,15 +249,21 @@ fn download(
             return Ok(()); // a later stage failed; its error explains
         }
         let (blob_digest, blob_size, _) = blob.finish().context("cannot read the layer blob")?;
+        let fix = if source.remote() {
+            "the registry serves a damaged blob"
+        } else {
+            "export the image again"
+        };
+        if blob_size > layer.size {
+            bail!(
+                "the blob is longer than the {} bytes the manifest gives it; {fix}",
+                layer.size
+            );
+        }
         if blob_digest != layer.digest || blob_size != layer.size {
             bail!(
-                "the blob is corrupt: it hashes to {blob_digest} ({blob_size} bytes, the manifest says {} bytes); {}",
-                layer.size,
-                if source.remote() {
-                    "the registry serves a damaged blob"
-                } else {
-                    "export the image again"
-                }
+                "the blob is corrupt: it hashes to {blob_digest} ({blob_size} bytes, the manifest says {} bytes); {fix}",
+                layer.size
             );
         }
         Ok(())
@@ -461,6 +469,23 @@ mod tests {
             format!("{err:#}").contains("connection reset by test"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_blob_longer_than_its_descriptor_is_not_read_to_its_end() {
+        let (layer, mut blob) = fixture();
+        blob.size -= 1;
+        let source = Flaky {
+            blob: layer.blob,
+            cut: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap_err();
+        let expected = format!(
+            "the blob is longer than the {} bytes the manifest gives it",
+            blob.size
+        );
+        assert!(format!("{err:#}").contains(&expected), "{err:#}");
     }
 
     #[test]

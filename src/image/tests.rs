@@ -569,6 +569,103 @@ fn a_layer_10000_levels_deep_gives_a_short_message() {
     }
 }
 
+/// A one-layer layout whose layer blob `spoil` then replaces; the import
+/// must fail saying `needle`, quickly, and leave the store empty.
+fn assert_blob_refused(spoil: impl FnOnce(&Path), needle: &str) {
+    let fx = Fixture::new();
+    let good = layer(
+        &tar(|t| {
+            t.file("f", b"x", 0o644);
+        }),
+        Compression::Gzip,
+    );
+    simple_layout(&fx.path("layout"), None, std::slice::from_ref(&good));
+    let blob = fx
+        .path("layout/blobs/sha256")
+        .join(Digest::of(&good.blob).hex());
+    fs::remove_file(&blob).unwrap();
+    spoil(&blob);
+    let started = std::time::Instant::now();
+    let err = error_text(&fx.store.resolve(&fx.source("layout")).unwrap_err());
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(err.contains(&Digest::of(&good.blob).to_string()), "{err}");
+    for sub in ["layers", "images", "tmp", "blobs/sha256"] {
+        assert!(fx.listing(sub).is_empty(), "{sub}");
+    }
+}
+
+#[test]
+fn layout_blobs_must_be_regular_files_of_their_descriptors_size() {
+    let symlink =
+        |target: &'static str| move |blob: &Path| std::os::unix::fs::symlink(target, blob).unwrap();
+    assert_blob_refused(
+        symlink("/dev/zero"),
+        "it is a character device, not a regular file",
+    );
+    assert_blob_refused(symlink("/"), "it is a directory, not a regular file");
+    assert_blob_refused(
+        |blob| {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                blob,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+                0,
+            )
+            .unwrap()
+        },
+        "it is a fifo, not a regular file",
+    );
+    assert_blob_refused(
+        |blob| fs::write(blob, vec![0u8; 1 << 20]).unwrap(),
+        "bytes, longer than the",
+    );
+    assert_blob_refused(
+        |blob| fs::write(blob, b"short").unwrap(),
+        "is 5 bytes, shorter than the",
+    );
+}
+
+#[test]
+fn archive_members_must_have_their_descriptors_size() {
+    let fx = Fixture::new();
+    let good = layer(
+        &tar(|t| {
+            t.file("f", b"x", 0o644);
+        }),
+        Compression::Gzip,
+    );
+    let dir = simple_layout(&fx.path("layout"), None, std::slice::from_ref(&good));
+    let blob = fx
+        .path("layout/blobs/sha256")
+        .join(Digest::of(&good.blob).hex());
+    let mut longer = good.blob.clone();
+    longer.extend_from_slice(&[0; 4096]);
+    fs::write(&blob, longer).unwrap();
+    dir.archive(&fx.path("image.tar"));
+    let source = Source::OciArchive {
+        path: fx.path("image.tar"),
+        tag: None,
+    };
+    let err = error_text(&fx.store.resolve(&source).unwrap_err());
+    let expected = format!(
+        "blob {} of OCI archive `{}` is {} bytes, longer than the {} bytes its descriptor gives",
+        Digest::of(&good.blob),
+        fx.path("image.tar").display(),
+        good.blob.len() + 4096,
+        good.blob.len()
+    );
+    assert!(err.contains(&expected), "{err}");
+    for sub in ["layers", "images", "tmp"] {
+        assert!(fx.listing(sub).is_empty(), "{sub}");
+    }
+}
+
 #[test]
 fn resolves_again_without_unpacking() {
     let fx = Fixture::new();
