@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::oci::{self, Compression, Layer, TarBuilder};
+use common::oci::{self, Compression, Layer, TarBuilder, blob_path, manifest, read_json};
 use common::{Project, Runner, bounded, give_to_test_user, refused, success, text};
 use serde_json::Value;
 
@@ -117,29 +117,11 @@ fn archive_layout(dir: &Path, archive: &Path) {
     builder.finish().unwrap();
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
-}
-
-fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-    layout.join("blobs/sha256").join(hex)
-}
-
 /// Stores `bytes` as a blob of `layout`; returns its descriptor fields.
 fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
     let digest = format!("sha256:{}", oci::sha256_hex(bytes));
     fs::write(blob_path(layout, &digest), bytes).unwrap();
     (digest, bytes.len())
-}
-
-/// The manifest of the only image in `layout`.
-fn manifest(layout: &Path) -> Value {
-    let index = read_json(&layout.join("index.json"));
-    read_json(&blob_path(
-        layout,
-        index["manifests"][0]["digest"].as_str().unwrap(),
-    ))
 }
 
 /// Edits the image config of the only image in `layout`, re-linking the
@@ -173,35 +155,15 @@ fn diff_id(tar: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // Looking at the store.
 
-/// Sorted names in a store subdirectory (none if it does not exist).
-fn store_names(project: &Project, sub: &str) -> Vec<String> {
-    let mut names: Vec<String> = match fs::read_dir(project.data.join(sub)) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
-}
-
-/// The image records (`images/<hex>.json`) in the store.
-fn image_records(project: &Project) -> Vec<String> {
-    store_names(project, "images")
-        .into_iter()
-        .filter(|name| name.ends_with(".json"))
-        .collect()
-}
-
 #[track_caller]
 fn assert_nothing_recorded(project: &Project) {
     assert_eq!(
-        image_records(project),
+        project.image_records(),
         Vec::<String>::new(),
         "image records"
     );
     assert_eq!(
-        store_names(project, "tmp"),
+        project.store_names("tmp"),
         Vec::<String>::new(),
         "store tmp/"
     );
@@ -433,7 +395,7 @@ fn tags_pick_their_image_in_a_layout_and_in_an_archive() {
         assert_eq!(success(&output), expected, "container {container}");
     }
     // The layout and the archives hold the same two manifests.
-    assert_eq!(image_records(&project).len(), 2);
+    assert_eq!(project.image_records().len(), 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -475,7 +437,7 @@ impl Attack {
             "{stderr}"
         );
         assert_eq!(
-            store_names(&self.project, "layers"),
+            self.project.store_names("layers"),
             [diff_id(&busybox().tar)],
             "only the good layer may be kept"
         );
@@ -494,7 +456,7 @@ impl Attack {
 
         let output = sh(&self.project, "good", "echo still works");
         assert_eq!(success(&output), "still works\n");
-        assert_eq!(image_records(&self.project).len(), 1);
+        assert_eq!(self.project.image_records().len(), 1);
         stderr
     }
 
@@ -627,7 +589,7 @@ fn symlink_planted_by_an_earlier_layer_is_rejected() {
         "refusing the image",
     ]);
     assert!(!stderr.contains("was rejected"), "{stderr}");
-    assert_eq!(store_names(&attack.project, "layers").len(), 3);
+    assert_eq!(attack.project.store_names("layers").len(), 3);
     let layers = attack.project.data.join("layers");
     assert_eq!(
         find_named(&layers, "pwned"),
@@ -638,8 +600,8 @@ fn symlink_planted_by_an_earlier_layer_is_rejected() {
         &sh(&attack.project, "bad", "echo ran"),
         &["would write `evil/pwned` through the symlink `evil`"],
     );
-    assert_eq!(image_records(&attack.project).len(), 1, "only `good`");
-    assert_eq!(store_names(&attack.project, "tmp"), Vec::<String>::new());
+    assert_eq!(attack.project.image_records().len(), 1, "only `good`");
+    assert_eq!(attack.project.store_names("tmp"), Vec::<String>::new());
     attack.assert_host_untouched();
 }
 
@@ -705,7 +667,7 @@ fn layer_blob_not_matching_its_digest_is_refused() {
         &[&format!("layer {digest}"), "the blob is corrupt"],
     );
     assert_nothing_recorded(&project);
-    assert!(!store_names(&project, "layers").contains(&diff_id(&payload)));
+    assert!(!project.store_names("layers").contains(&diff_id(&payload)));
 }
 
 #[test]
@@ -724,7 +686,7 @@ fn config_blob_not_matching_its_digest_is_refused() {
     let output = sh(&project, "img", "cat /payload");
     refused(&output, &[&format!("blob {digest}"), "is corrupt"]);
     assert_nothing_recorded(&project);
-    assert_eq!(store_names(&project, "layers"), Vec::<String>::new());
+    assert_eq!(project.store_names("layers"), Vec::<String>::new());
 }
 
 #[test]
@@ -745,7 +707,7 @@ fn layer_with_a_wrong_diff_id_is_refused() {
         )],
     );
     assert_nothing_recorded(&project);
-    let layers = store_names(&project, "layers");
+    let layers = project.store_names("layers");
     assert!(!layers.contains(&diff_id(&payload)), "{layers:?}");
     assert!(
         !layers.contains(&wrong["sha256:".len()..].to_string()),
@@ -785,7 +747,7 @@ fn concurrent_runs_on_a_fresh_store_unpack_each_layer_once() {
 
     for round in 0..3 {
         // A fresh store each round.
-        for name in store_names(&project, "") {
+        for name in project.store_names("") {
             let path = project.data.join(name);
             if path.is_dir() {
                 let status = Command::new("rm").arg("-rf").arg(&path).status().unwrap();
@@ -808,14 +770,14 @@ fn concurrent_runs_on_a_fresh_store_unpack_each_layer_once() {
         for output in &outputs {
             assert_eq!(success(output), "0\n1\n2\n3\n", "round {round}");
         }
-        let unpacked: BTreeSet<String> = store_names(&project, "layers").into_iter().collect();
+        let unpacked: BTreeSet<String> = project.store_names("layers").into_iter().collect();
         assert_eq!(unpacked, expected_layers, "round {round}");
         for hex in &unpacked {
-            let names = store_names(&project, &format!("layers/{hex}"));
+            let names = project.store_names(&format!("layers/{hex}"));
             assert_eq!(names, ["fs", "meta"], "round {round}");
         }
-        assert_eq!(image_records(&project).len(), 1, "round {round}");
-        assert_eq!(store_names(&project, "tmp"), Vec::<String>::new());
+        assert_eq!(project.image_records().len(), 1, "round {round}");
+        assert_eq!(project.store_names("tmp"), Vec::<String>::new());
     }
 }
 
@@ -833,16 +795,16 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
     write_image(&project, "image", &[busybox(), first]);
     assert_eq!(success(&sh(&project, "img", "cat /msg")), "first");
 
-    let layer_dirs = store_names(&project, "layers");
+    let layer_dirs = project.store_names("layers");
     let layer_inodes: Vec<u64> = layer_dirs
         .iter()
         .map(|hex| inode(&project.data.join("layers").join(hex)))
         .collect();
-    let cache_entries = store_names(&project, "sources");
+    let cache_entries = project.store_names("sources");
     assert_eq!(cache_entries.len(), 1, "{cache_entries:?}");
     let cache_entry = project.data.join("sources").join(&cache_entries[0]);
     let cache_stamp = fs::metadata(&cache_entry).unwrap();
-    let records = image_records(&project);
+    let records = project.image_records();
 
     // Without any blob the layout is unusable, unless den does not read it.
     for blob in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
@@ -854,8 +816,8 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
         .map(|hex| inode(&project.data.join("layers").join(hex)))
         .collect();
     assert_eq!(inodes_now, layer_inodes, "layer directories were replaced");
-    assert_eq!(store_names(&project, "layers"), layer_dirs);
-    assert_eq!(image_records(&project), records);
+    assert_eq!(project.store_names("layers"), layer_dirs);
+    assert_eq!(project.image_records(), records);
     let cache_now = fs::metadata(&cache_entry).unwrap();
     assert_eq!(
         (cache_now.ino(), cache_now.mtime(), cache_now.mtime_nsec()),
@@ -890,7 +852,7 @@ fn unchanged_image_is_not_imported_again_and_edits_are_picked_up() {
     project.hand_over();
     assert_eq!(success(&sh(&project, "img", "cat /msg")), "second");
     assert_eq!(success(&sh(&project, "next", "cat /msg")), "third");
-    assert_eq!(image_records(&project).len(), 3);
+    assert_eq!(project.image_records().len(), 3);
     // The busybox layer they share was kept, not unpacked again.
     let busybox_dir = project.data.join("layers").join(diff_id(&busybox().tar));
     let before = layer_dirs

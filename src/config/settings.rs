@@ -1,6 +1,7 @@
 //! den's own settings, per user: `$DEN_CONFIG`, else
 //! `$XDG_CONFIG_HOME/den/config.yaml` (`~/.config/den/config.yaml`).
-//! Read only when a registry is contacted, never on the way to a run.
+//! Read only when a registry is contacted or layers are unpacked, never
+//! on the way to a run of an image already in the store.
 
 use std::fs;
 use std::io;
@@ -10,13 +11,16 @@ use super::ConfigError;
 use super::error::{Issue, Pos, with_hint};
 use super::yaml::{self, Node, Value};
 
-const KEYS: [&str; 1] = ["insecure-registries"];
+const KEYS: [&str; 2] = ["insecure-registries", "max-unpacked-size"];
 
 /// What the user configured; empty when there is no file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
     /// `host[:port]` entries den may speak plain http to.
     pub insecure_registries: Vec<String>,
+    /// The most bytes the layers of one image may unpack to; no limit
+    /// when unset.
+    pub max_unpacked_size: Option<u64>,
 }
 
 /// The settings file's path, whether it exists or not.
@@ -67,6 +71,9 @@ fn settings(root: Option<&Node>) -> Result<Settings, Issue> {
             Value::Str(name) if name == "insecure-registries" => {
                 settings.insecure_registries = registries(value)?;
             }
+            Value::Str(name) if name == "max-unpacked-size" => {
+                settings.max_unpacked_size = Some(size(value)?);
+            }
             other => {
                 let name = match other {
                     Value::Str(name) => name.clone(),
@@ -74,7 +81,8 @@ fn settings(root: Option<&Node>) -> Result<Settings, Issue> {
                 };
                 let hint = super::suggest(&name, KEYS);
                 let what = with_hint(format!("unknown setting `{name}`"), hint);
-                return Err(Issue::new(key.referenced, what, "`insecure-registries`"));
+                let expected = "`insecure-registries` or `max-unpacked-size`";
+                return Err(Issue::new(key.referenced, what, expected));
             }
         }
     }
@@ -101,6 +109,46 @@ fn registries(value: &Node) -> Result<Vec<String>, Issue> {
         .collect()
 }
 
+/// A byte count, or a number with a binary unit: `512M`, `1.5G`, `10G`.
+fn size(value: &Node) -> Result<u64, Issue> {
+    const EXPECTED: &str = "a size above zero such as `10G`, `512M` or `1.5G` (K, M, G, T \
+                            are powers of 1024), or a number of bytes";
+    let bytes = match &value.value {
+        Value::Int(count) => u64::try_from(*count).ok(),
+        Value::Str(text) => parse_size(text),
+        _ => None,
+    };
+    match bytes {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        _ => {
+            let shown = match &value.value {
+                Value::Int(count) => format!("`{count}`"),
+                other => describe(other),
+            };
+            let what = format!("`max-unpacked-size` is {shown}");
+            Err(Issue::new(value.referenced, what, EXPECTED))
+        }
+    }
+}
+
+/// `text` as bytes: digits alone, or a decimal number and a unit.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, shift) = match text.char_indices().last()? {
+        (at, 'K' | 'k') => (&text[..at], 10),
+        (at, 'M' | 'm') => (&text[..at], 20),
+        (at, 'G' | 'g') => (&text[..at], 30),
+        (at, 'T' | 't') => (&text[..at], 40),
+        _ => return text.parse().ok(),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None; // no sign, exponent, `inf` or `nan`
+    }
+    let bytes = number.parse::<f64>().ok()? * (1u64 << shift) as f64;
+    // `as` would saturate silently; a fraction of a byte is dropped.
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 fn describe(value: &Value) -> String {
     match value {
         Value::Str(text) => format!("`{text}`"),
@@ -121,6 +169,47 @@ mod tests {
         .unwrap();
         assert_eq!(settings.insecure_registries, ["reg.lan:5000", "cache.lan"]);
         assert_eq!(parse("", Path::new("c.yaml")).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn reads_max_unpacked_size() {
+        let max = |text: &str| {
+            let yaml = format!("max-unpacked-size: {text}\n");
+            parse(&yaml, Path::new("c.yaml")).map(|s| s.max_unpacked_size)
+        };
+        assert_eq!(max("10G").unwrap(), Some(10 << 30));
+        assert_eq!(max("512M").unwrap(), Some(512 << 20));
+        assert_eq!(max("1.5G").unwrap(), Some(3 << 29));
+        assert_eq!(max("64k").unwrap(), Some(64 << 10));
+        assert_eq!(max("2T").unwrap(), Some(2 << 40));
+        assert_eq!(max("1048576").unwrap(), Some(1 << 20));
+        assert_eq!(max("\"4096\"").unwrap(), Some(4096));
+        assert_eq!(
+            parse("", Path::new("c.yaml")).unwrap().max_unpacked_size,
+            None
+        );
+        for bad in [
+            "10X",
+            "G",
+            "-1G",
+            "1e3G",
+            "0",
+            "0G",
+            "1.5",
+            "ten",
+            "[1G]",
+            "99999999999T",
+        ] {
+            let err = max(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("c.yaml:1:20: `max-unpacked-size` is "),
+                "{bad}: {err}"
+            );
+            assert!(
+                err.contains("expected a size above zero such as `10G`"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::{
-    DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy, Spanned, UserMessageFormatter,
+    Budget, DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy, Spanned,
+    UserMessageFormatter,
 };
 
 use super::error::{Issue, Pos};
@@ -58,6 +60,15 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, Issue> {
 
 fn syntax_error(err: serde_saphyr::Error) -> Issue {
     let at = err.location().map_or(Pos { line: 0, column: 0 }, Pos::from);
+    if let serde_saphyr::Error::Budget { breach, .. } = unwrapped(&err) {
+        return Issue::text(
+            at,
+            format!(
+                "the YAML is too large or too complex: {}",
+                over_budget(breach)
+            ),
+        );
+    }
     // The parser's text may quote the file; keep control characters out of the terminal.
     let message: String = UserMessageFormatter
         .format_message(&err)
@@ -65,6 +76,47 @@ fn syntax_error(err: serde_saphyr::Error) -> Issue {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     Issue::text(at, format!("invalid YAML: {message}"))
+}
+
+/// The error itself, out of the wrappers that say it came through an alias.
+fn unwrapped(mut err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    use serde_saphyr::Error::{AliasError, WithSnippet};
+    while let AliasError { error, .. } | WithSnippet { error, .. } = err {
+        err = error;
+    }
+    err
+}
+
+/// Which of the parser's limits (its default `Budget`) a file went over.
+fn over_budget(breach: &BudgetBreach) -> String {
+    let limits = Budget::default();
+    let bomb = "(an alias bomb?)";
+    match breach {
+        BudgetBreach::Nodes { .. } => format!("more than {} nodes {bomb}", limits.max_nodes),
+        BudgetBreach::Events { .. } => format!("more than {} parser events", limits.max_events),
+        BudgetBreach::Aliases { .. } => format!("more than {} aliases {bomb}", limits.max_aliases),
+        BudgetBreach::Anchors { .. } => format!("more than {} anchors", limits.max_anchors),
+        BudgetBreach::AliasAnchorRatio { aliases, anchors } => {
+            format!("{aliases} aliases for {anchors} anchors {bomb}")
+        }
+        BudgetBreach::RecordedAnchorEvents { .. } | BudgetBreach::RecordedAnchorBytes { .. } => {
+            format!("its anchors hold too much to repeat {bomb}")
+        }
+        BudgetBreach::MergeKeys { .. } => {
+            format!("more than {} merge keys (`<<`)", limits.max_merge_keys)
+        }
+        BudgetBreach::Depth { .. } => {
+            format!("lists and maps nested more than {} deep", limits.max_depth)
+        }
+        BudgetBreach::Documents { .. } => {
+            format!("more than {} documents", limits.max_documents)
+        }
+        BudgetBreach::ScalarBytes { .. } => format!(
+            "more than {} bytes of values",
+            limits.max_total_scalar_bytes
+        ),
+        other => format!("a parser limit ({other:?})"),
+    }
 }
 
 /// den.yaml as text, or where its first non-UTF-8 byte is.
@@ -141,5 +193,46 @@ impl<'de> Visitor<'de> for ValueVisitor {
             entries.push((key, map.next_value()?));
         }
         Ok(Value::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn error(text: &str) -> String {
+        let issue = parse(text).expect_err("the parser's limits refuse it");
+        issue.into_error(Path::new("den.yaml")).to_string()
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_naming_the_limit() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let below = format!("*a{}, ", level - 1).repeat(10);
+            bomb.push_str(&format!(
+                "a{level}: &a{level} [{}]\n",
+                below.trim_end_matches(", ")
+            ));
+        }
+        let err = error(&bomb);
+        let says = "the YAML is too large or too complex: more than 250000 nodes (an alias bomb?)";
+        // At the alias that went over.
+        assert!(err.starts_with(&format!("den.yaml:6:15: {says}")), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_naming_the_limit() {
+        let deep = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        // 64 levels of a debug build's frames need more than a test
+        // thread's 2 MiB; den parses on its main thread (8 MiB).
+        let parser = std::thread::Builder::new().stack_size(8 << 20);
+        let err = parser.spawn(move || error(&deep)).unwrap().join().unwrap();
+        assert!(err.starts_with("den.yaml:"), "{err}");
+        assert!(
+            err.contains("too large or too complex: lists and maps nested more than 64 deep"),
+            "{err}"
+        );
     }
 }

@@ -47,6 +47,20 @@ pub fn is_whiteout(stat: &rustix::fs::Stat) -> bool {
     FileType::from_raw_mode(stat.st_mode) == FileType::CharacterDevice && stat.st_rdev == 0
 }
 
+/// For messages: "it is a fifo".
+pub fn describe(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Fifo => "a fifo",
+        FileType::Socket => "a socket",
+        FileType::Unknown => "a file of unknown type",
+    }
+}
+
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<rustix::fs::Stat, Errno> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }

@@ -41,6 +41,7 @@ use super::fsx;
 use super::layer::LayerBlob;
 use super::meta::{self, EntryKind};
 use super::store::Store;
+use super::unpack::shown_path;
 
 const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
@@ -88,10 +89,10 @@ pub fn check_image(store: &Store, layers: &[LayerBlob]) -> anyhow::Result<()> {
                 continue;
             };
             let entry = match &dir.entry {
-                Some(entry) => format!("`{}`", entry.display()),
-                None => format!("an entry under `{}`", dir.path.display()),
+                Some(entry) => format!("`{}`", shown_path(entry)),
+                None => format!("an entry under `{}`", shown_path(&dir.path)),
             };
-            let at = conflict.path.display();
+            let at = shown_path(&conflict.path);
             let planter = conflict.layer + 1;
             let planter_digest = &layers[conflict.layer].digest;
             let this = format!("layer {} ({})", index + 1, layer.digest);
@@ -218,7 +219,7 @@ impl Below<'_> {
         match fsx::open_dir_beneath(self.own, path) {
             Ok(_) => {}
             Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
-            Err(err) => return Err(err).context(format!("cannot open `{}`", path.display())),
+            Err(err) => return Err(err).context(format!("cannot open `{}`", shown_path(path))),
         }
         let mut layers: Vec<usize> = (0..self.lower.len()).rev().collect();
         let mut prefix = PathBuf::new();
@@ -255,20 +256,21 @@ impl Below<'_> {
         let name = path.file_name().context("empty path")?;
         let mut shown = Vec::new();
         for &layer in layers {
-            let dir = fsx::open_dir_beneath(self.lower[layer], parent)
-                .with_context(|| format!("cannot open `{}` in a lower layer", parent.display()))?;
+            let dir = fsx::open_dir_beneath(self.lower[layer], parent).with_context(|| {
+                format!("cannot open `{}` in a lower layer", shown_path(parent))
+            })?;
             let stat = match fsx::stat_at(dir.as_fd(), name) {
                 Ok(stat) => stat,
                 Err(Errno::NOENT) => continue,
                 Err(err) => {
-                    return Err(err).context(format!("cannot stat `{}`", path.display()));
+                    return Err(err).context(format!("cannot stat `{}`", shown_path(path)));
                 }
             };
             let file_type = FileType::from_raw_mode(stat.st_mode);
             if file_type == FileType::Directory {
                 shown.push(layer);
                 let child = fsx::open_dir_beneath(dir.as_fd(), Path::new(name))
-                    .with_context(|| format!("cannot open `{}`", path.display()))?;
+                    .with_context(|| format!("cannot open `{}`", shown_path(path)))?;
                 if is_opaque(child.as_fd()) {
                     break;
                 }
@@ -285,19 +287,19 @@ impl Below<'_> {
             }
             let symlink_target = (file_type == FileType::Symlink).then(|| {
                 rustix::fs::readlinkat(dir.as_fd(), name, Vec::new())
-                    .map(|target| String::from_utf8_lossy(target.as_bytes()).into_owned())
+                    .map(|target| shown_path(Path::new(OsStr::from_bytes(target.as_bytes()))))
                     .unwrap_or_else(|_| "?".to_string())
             });
             return Ok(Err(Conflict {
                 path: path.to_path_buf(),
                 layer,
-                what: describe(file_type),
+                what: fsx::describe(file_type),
                 symlink_target,
             }));
         }
         // The layer's own opaque directory hides everything below.
         let own = fsx::open_dir_beneath(self.own, path)
-            .with_context(|| format!("cannot open `{}`", path.display()))?;
+            .with_context(|| format!("cannot open `{}`", shown_path(path)))?;
         if shown.is_empty() || is_opaque(own.as_fd()) {
             return Ok(Ok(None));
         }
@@ -314,16 +316,4 @@ fn is_opaque(dir: BorrowedFd<'_>) -> bool {
         rustix::fs::fgetxattr(dir, OPAQUE_XATTR, &mut value),
         Ok(1) if value[0] == b'y'
     )
-}
-
-fn describe(file_type: FileType) -> &'static str {
-    match file_type {
-        FileType::Symlink => "a symlink",
-        FileType::RegularFile => "a regular file",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        FileType::Fifo => "a fifo",
-        FileType::Socket => "a socket",
-        _ => "something other than a directory",
-    }
 }

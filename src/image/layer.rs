@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::fs::{DirBuilder, File};
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +20,7 @@ use super::lock::{self, TempEntry};
 use super::parallel;
 use super::store::Store;
 use super::unpack;
+use crate::config::settings;
 
 /// At most this many layers are unpacked at once.
 const MAX_WORKERS: usize = 4;
@@ -52,7 +54,7 @@ pub trait BlobSource: Sync {
 
 impl BlobSource for Layout {
     fn open(&self, layer: &LayerBlob) -> anyhow::Result<Box<dyn Read + Send + '_>> {
-        Ok(self.open_blob(&layer.digest)?.0)
+        self.open_blob(&layer.digest, layer.size)
     }
 }
 
@@ -107,9 +109,18 @@ pub fn ensure_all(
             layers: missing.len(),
         });
     }
+    // Read only now: a run whose layers are all in reads no settings.
+    let limit = match missing.is_empty() {
+        true => None,
+        false => UnpackLimit::from_settings()?,
+    };
     let sizes = parallel::try_map(&missing, source.workers(), |layer| {
-        ensure(store, source, layer, progress)
-    })?;
+        ensure(store, source, layer, limit.as_ref(), progress)
+    });
+    // The limit is the image's: over it, every layer still unpacking
+    // failed, and naming the first of them would blame it.
+    limit.as_ref().map_or(Ok(()), UnpackLimit::check)?;
+    let sizes = sizes?;
     Ok(missing
         .iter()
         .zip(sizes)
@@ -117,11 +128,53 @@ pub fn ensure_all(
         .collect())
 }
 
+/// `max-unpacked-size` from den's settings: what the layers one import
+/// unpacks may add up to, counted as uncompressed tar bytes as they are
+/// decompressed, so a gzip bomb stops there and not at a full disk.
+struct UnpackLimit {
+    max: u64,
+    /// The settings file that set it, for the message.
+    file: PathBuf,
+    used: AtomicU64,
+}
+
+impl UnpackLimit {
+    fn from_settings() -> anyhow::Result<Option<UnpackLimit>> {
+        let Some(max) = settings::load()?.max_unpacked_size else {
+            return Ok(None);
+        };
+        Ok(Some(UnpackLimit {
+            max,
+            file: settings::path().unwrap_or_default(),
+            used: AtomicU64::new(0),
+        }))
+    }
+
+    /// Counts `bytes` more; false once the total is over the limit.
+    fn charge(&self, bytes: usize) -> bool {
+        let bytes = bytes as u64;
+        self.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= self.max
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.used.load(Ordering::Relaxed) > self.max {
+            bail!(
+                "the image unpacks to more than {} bytes, the `max-unpacked-size` set in `{}`; \
+                 den stopped there (raise the setting to import this image)",
+                self.max,
+                self.file.display()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Unpacks one layer unless it is already there; its size if it did.
 fn ensure(
     store: &Store,
     source: &dyn BlobSource,
     layer: &LayerBlob,
+    limit: Option<&UnpackLimit>,
     progress: Progress<'_>,
 ) -> anyhow::Result<Option<u64>> {
     let dest = store.layer_path(&layer.diff_id);
@@ -137,7 +190,7 @@ fn ensure(
     let started = Instant::now();
     progress(Event::Fetching { layer });
     let tmp = TempEntry::dir(&store.tmp_path(), "layer")?;
-    let size = unpack_verified(tmp.path(), source, layer, progress)
+    let size = unpack_verified(tmp.path(), source, layer, limit, progress)
         .map_err(|err| {
             if is_disk_full(&err) {
                 anyhow::anyhow!(
@@ -183,12 +236,13 @@ pub(crate) fn is_disk_full(err: &anyhow::Error) -> bool {
 ///
 /// Four stages on scoped threads, joined by bounded channels of chunks
 /// (see `chunks`) and all joined before this returns: download (and
-/// hash the blob), decompress, hash the tar, unpack it. Decompression,
+/// hash the blob), decompress (charging `limit`), hash the tar, unpack it. Decompression,
 /// the longest stage for gzip, does nothing else.
 fn unpack_verified(
     dir: &Path,
     source: &dyn BlobSource,
     layer: &LayerBlob,
+    limit: Option<&UnpackLimit>,
     progress: Progress<'_>,
 ) -> anyhow::Result<u64> {
     let root = dir.join("fs");
@@ -201,7 +255,7 @@ fn unpack_verified(
 
     let (downloaded, decompressed, hashed, unpacked) = std::thread::scope(|scope| {
         let download = scope.spawn(move || download(source, layer, &blob_out, progress));
-        let decompress = scope.spawn(move || decompress(blob_in, &tar_out));
+        let decompress = scope.spawn(move || decompress(blob_in, &tar_out, limit));
         let hash = scope.spawn(move || hash(tar_in, &hashed_out));
         let unpacked = unpack_tar(hashed_in, &root, &mut meta);
         // Each stage ends once the next one's receiver is gone (or it
@@ -239,7 +293,9 @@ fn download(
 ) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         let mut blob = HashingReader::new(Counting {
-            inner: source.open(layer)?,
+            // One byte past the manifest's size shows a longer blob
+            // without reading on: it could be endless.
+            inner: source.open(layer)?.take(layer.size.saturating_add(1)),
             layer,
             progress,
         });
@@ -247,15 +303,21 @@ fn download(
             return Ok(()); // a later stage failed; its error explains
         }
         let (blob_digest, blob_size, _) = blob.finish().context("cannot read the layer blob")?;
+        let fix = if source.remote() {
+            "the registry serves a damaged blob"
+        } else {
+            "export the image again"
+        };
+        if blob_size > layer.size {
+            bail!(
+                "the blob is longer than the {} bytes the manifest gives it; {fix}",
+                layer.size
+            );
+        }
         if blob_digest != layer.digest || blob_size != layer.size {
             bail!(
-                "the blob is corrupt: it hashes to {blob_digest} ({blob_size} bytes, the manifest says {} bytes); {}",
-                layer.size,
-                if source.remote() {
-                    "the registry serves a damaged blob"
-                } else {
-                    "export the image again"
-                }
+                "the blob is corrupt: it hashes to {blob_digest} ({blob_size} bytes, the manifest says {} bytes); {fix}",
+                layer.size
             );
         }
         Ok(())
@@ -266,18 +328,25 @@ fn download(
     result
 }
 
-/// Decompress stage: blob chunks in, tar chunks out.
-fn decompress(blob: chunks::Reader<'_>, out: &chunks::Sender<'_>) -> anyhow::Result<()> {
+/// Decompress stage: blob chunks in, tar chunks out, charged to `limit`.
+fn decompress(
+    blob: chunks::Reader<'_>,
+    out: &chunks::Sender<'_>,
+    limit: Option<&UnpackLimit>,
+) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
-        let mut decoder = Decoder::sniff(blob).context("cannot read the layer blob")?;
-        if !out
-            .pump(&mut decoder)
-            .context("cannot decompress the layer blob")?
-        {
+        let decoder = Decoder::sniff(blob).context("cannot read the layer blob")?;
+        let mut metered = Metered {
+            inner: decoder,
+            limit,
+        };
+        let pumped = out.pump(&mut metered);
+        limit.map_or(Ok(()), UnpackLimit::check)?;
+        if !pumped.context("cannot decompress the layer blob")? {
             return Ok(()); // a later stage failed; its error explains
         }
         // Reading on to the end lets the download stage hash it all.
-        decoder.finish().context("cannot read the layer blob")
+        metered.inner.finish().context("cannot read the layer blob")
     })();
     if let Err(err) = &result {
         out.fail(err);
@@ -330,6 +399,23 @@ impl<R: Read> Read for Counting<'_, R> {
             });
         }
         Ok(n)
+    }
+}
+
+/// A decoder's output charged to the import's `UnpackLimit`: the read
+/// that takes the total over it fails (`UnpackLimit::check` says why).
+struct Metered<'a, R> {
+    inner: R,
+    limit: Option<&'a UnpackLimit>,
+}
+
+impl<R: Read> Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.limit {
+            Some(limit) if !limit.charge(n) => Err(io::Error::other("over max-unpacked-size")),
+            _ => Ok(n),
+        }
     }
 }
 
@@ -442,7 +528,7 @@ mod tests {
             blob: layer.blob.clone(),
             cut: None,
         };
-        let size = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap();
+        let size = unpack_verified(dir.path(), &source, &blob, None, &quiet).unwrap();
         assert!(dir.path().join("fs/f199").is_file());
         assert_eq!(size, crate::image::store::tree_size(dir.path()));
     }
@@ -456,11 +542,59 @@ mod tests {
             blob: layer.blob.clone(),
             cut: Some(cut),
         };
-        let err = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap_err();
+        let err = unpack_verified(dir.path(), &source, &blob, None, &quiet).unwrap_err();
         assert!(
             format!("{err:#}").contains("connection reset by test"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn the_unpack_limit_stops_a_gzip_bomb_early() {
+        let mut tar = TarBuilder::new();
+        tar.file("zeros", &vec![0; 16 << 20], 0o644);
+        let layer = testutil::layer(&tar.finish(), Compression::Gzip);
+        let blob = LayerBlob {
+            digest: Digest::of(&layer.blob),
+            size: layer.blob.len() as u64,
+            diff_id: layer.diff_id.clone(),
+        };
+        let source = Flaky {
+            blob: layer.blob,
+            cut: None,
+        };
+        let limit = UnpackLimit {
+            max: 1 << 20,
+            file: PathBuf::from("/home/u/.config/den/config.yaml"),
+            used: AtomicU64::new(0),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_verified(dir.path(), &source, &blob, Some(&limit), &quiet).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "the image unpacks to more than 1048576 bytes, the `max-unpacked-size` set in \
+             `/home/u/.config/den/config.yaml`; den stopped there (raise the setting to import \
+             this image)"
+        );
+        let used = limit.used.load(Ordering::Relaxed);
+        assert!(used < 2 << 20, "decompressed {used} bytes");
+    }
+
+    #[test]
+    fn a_blob_longer_than_its_descriptor_is_not_read_to_its_end() {
+        let (layer, mut blob) = fixture();
+        blob.size -= 1;
+        let source = Flaky {
+            blob: layer.blob,
+            cut: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_verified(dir.path(), &source, &blob, None, &quiet).unwrap_err();
+        let expected = format!(
+            "the blob is longer than the {} bytes the manifest gives it",
+            blob.size
+        );
+        assert!(format!("{err:#}").contains(&expected), "{err:#}");
     }
 
     #[test]
@@ -472,7 +606,7 @@ mod tests {
             blob: layer.blob.clone(),
             cut: None,
         };
-        let err = unpack_verified(dir.path(), &source, &blob, &quiet).unwrap_err();
+        let err = unpack_verified(dir.path(), &source, &blob, None, &quiet).unwrap_err();
         assert!(
             format!("{err:#}").contains("the blob is corrupt"),
             "{err:#}"

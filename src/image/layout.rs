@@ -8,8 +8,10 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
+use rustix::fs::{FileType, Mode, OFlags};
 
 use super::digest::Digest;
+use super::fsx;
 use super::spec::{self, Descriptor, Index, Kind};
 
 /// Largest JSON document (index, manifest, config) read into memory.
@@ -74,13 +76,12 @@ impl Layout {
     fn open_member(&self, name: &str) -> io::Result<(Box<dyn Read + Send>, u64)> {
         match self {
             Layout::Dir { root } => {
-                let file = File::open(root.join(name))?;
-                let len = file.metadata()?.len();
+                let (file, len) = open_regular(&root.join(name))?;
                 Ok((Box::new(file), len))
             }
             Layout::Archive { file, members } => {
                 let &(offset, len) = members.get(name).ok_or(io::ErrorKind::NotFound)?;
-                let mut file = File::open(file)?;
+                let (mut file, _) = open_regular(file)?;
                 file.seek(SeekFrom::Start(offset))?;
                 Ok((Box::new(file.take(len)), len))
             }
@@ -107,16 +108,26 @@ impl Layout {
         })
     }
 
-    /// Opens a blob for streaming; returns it with its size on disk.
-    pub fn open_blob(&self, digest: &Digest) -> anyhow::Result<(Box<dyn Read + Send>, u64)> {
+    /// Opens a blob for streaming, refusing one whose size is not the
+    /// `size` its descriptor gives: a longer one could be endless.
+    pub fn open_blob(&self, digest: &Digest, size: u64) -> anyhow::Result<Box<dyn Read + Send>> {
         let name = format!("blobs/sha256/{}", digest.hex());
-        self.open_member(&name).map_err(|err| match err.kind() {
+        let (blob, actual) = self.open_member(&name).map_err(|err| match err.kind() {
             io::ErrorKind::NotFound => anyhow::anyhow!(
                 "blob {digest} is missing from {}: the layout is incomplete, export the image again",
                 self.describe()
             ),
             _ => anyhow::Error::new(err).context(format!("cannot read blob {digest} of {}", self.describe())),
-        })
+        })?;
+        if actual != size {
+            bail!(
+                "blob {digest} of {} is {actual} bytes, {} than the {size} bytes its descriptor \
+                 gives; the layout is damaged or tampered with, export the image again",
+                self.describe(),
+                if actual > size { "longer" } else { "shorter" }
+            );
+        }
+        Ok(blob)
     }
 
     /// Reads a small blob (JSON) and checks its size and digest.
@@ -128,7 +139,7 @@ impl Layout {
                 desc.size
             );
         }
-        let (reader, _) = self.open_blob(&digest)?;
+        let reader = self.open_blob(&digest, desc.size)?;
         let bytes = read_capped(reader, desc.size)?;
         let actual = Digest::of(&bytes);
         if actual != digest || bytes.len() as u64 != desc.size {
@@ -154,8 +165,32 @@ fn read_capped(reader: impl Read, limit: u64) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Opens `path` for reading if it is a regular file, with its size. A
+/// symlink to one is followed (the layout is the user's own, and tools
+/// may link blobs from a cache); a device, fifo or directory is refused
+/// before it is opened, and again after (it may have been swapped): a
+/// symlink to `/dev/zero` would never end, a fifo would never begin.
+fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+    regular_size(&rustix::fs::stat(path)?)?;
+    // NONBLOCK: a fifo swapped in since the stat must not hang the open.
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::open(path, flags, Mode::empty())?);
+    let size = regular_size(&rustix::fs::fstat(&file)?)?;
+    Ok((file, size))
+}
+
+fn regular_size(stat: &rustix::fs::Stat) -> io::Result<u64> {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => Ok(u64::try_from(stat.st_size).unwrap_or(0)),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {}, not a regular file", fsx::describe(other)),
+        )),
+    }
+}
+
 fn scan_archive(path: &Path) -> anyhow::Result<HashMap<String, (u64, u64)>> {
-    let mut file = File::open(path)?;
+    let (mut file, _) = open_regular(path)?;
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
     if magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd] {

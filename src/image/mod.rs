@@ -35,6 +35,12 @@
 //! lower layer has a symlink (or other non-directory) refuses the image
 //! (see `implicit`).
 //!
+//! Sources may be hostile: a layout blob must be a regular file of the
+//! size its descriptor gives, every layer stream is read at most one byte
+//! past that size, `max-unpacked-size` in den's settings caps what the
+//! layers of one import unpack to, and layer paths in messages are
+//! capped (`unpack::shown_path`).
+//!
 //! See docs/store.md for the details.
 
 mod chunks;

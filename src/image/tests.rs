@@ -385,7 +385,8 @@ fn a_file_the_writers_cannot_make_fails_the_layer() {
                 t.file(&format!("e/f{i}"), b"later", 0o644);
             }
         },
-        &format!("entry `{long}`"),
+        // Capped as every layer path in a message is.
+        &format!("entry `d/{}…{}`", "n".repeat(32), "n".repeat(32)),
     );
 }
 
@@ -535,6 +536,134 @@ fn rejects_digest_and_diff_id_mismatches_keeping_nothing() {
     let err = fx.store.resolve(&fx.source("layout")).unwrap_err();
     assert!(error_text(&err).contains("blob is corrupt"), "{err:#}");
     assert!(fx.listing("layers").is_empty() && fx.listing("images").is_empty());
+}
+
+#[test]
+fn long_paths_are_capped_in_messages() {
+    use super::unpack::shown_path;
+    let deep = format!("{}f", "a/".repeat(10_000));
+    assert_eq!(shown_path(Path::new(&deep)), "a/a/a/…/a/a/f");
+    assert_eq!(shown_path(Path::new("/a/b/c/d/e/f/g")), "/a/b/…/e/f/g");
+    assert_eq!(shown_path(Path::new("a/b/c/d/e/f/g")), "a/b/c/d/e/f/g");
+    let long = format!("{}{}", "x".repeat(1000), "yz");
+    let shown = shown_path(Path::new(&long));
+    assert_eq!(shown, format!("{}…{}yz", "x".repeat(32), "x".repeat(30)));
+    assert_eq!(shown_path(Path::new("bad\x1b[31m/name")), "bad?[31m/name");
+}
+
+#[test]
+fn a_layer_10000_levels_deep_gives_a_short_message() {
+    let fx = Fixture::new();
+    let deep = format!("{}file", "level/".repeat(10_000));
+    let tar = tar(|t| {
+        t.file(&deep, b"x", 0o644);
+    });
+    let err = error_text(&fx.import(&[layer(&tar, Compression::Gzip)]).unwrap_err());
+    assert!(err.len() < 2000, "{} bytes: {err}", err.len());
+    assert!(
+        err.contains("entry `level/level/level/…/level/level/file`"),
+        "{err}"
+    );
+    for sub in ["layers", "images", "tmp", "blobs/sha256"] {
+        assert!(fx.listing(sub).is_empty(), "{sub}");
+    }
+}
+
+/// A one-layer layout whose layer blob `spoil` then replaces; the import
+/// must fail saying `needle`, quickly, and leave the store empty.
+fn assert_blob_refused(spoil: impl FnOnce(&Path), needle: &str) {
+    let fx = Fixture::new();
+    let good = layer(
+        &tar(|t| {
+            t.file("f", b"x", 0o644);
+        }),
+        Compression::Gzip,
+    );
+    simple_layout(&fx.path("layout"), None, std::slice::from_ref(&good));
+    let blob = fx
+        .path("layout/blobs/sha256")
+        .join(Digest::of(&good.blob).hex());
+    fs::remove_file(&blob).unwrap();
+    spoil(&blob);
+    let started = std::time::Instant::now();
+    let err = error_text(&fx.store.resolve(&fx.source("layout")).unwrap_err());
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(err.contains(&Digest::of(&good.blob).to_string()), "{err}");
+    for sub in ["layers", "images", "tmp", "blobs/sha256"] {
+        assert!(fx.listing(sub).is_empty(), "{sub}");
+    }
+}
+
+#[test]
+fn layout_blobs_must_be_regular_files_of_their_descriptors_size() {
+    let symlink =
+        |target: &'static str| move |blob: &Path| std::os::unix::fs::symlink(target, blob).unwrap();
+    assert_blob_refused(
+        symlink("/dev/zero"),
+        "it is a character device, not a regular file",
+    );
+    assert_blob_refused(symlink("/"), "it is a directory, not a regular file");
+    assert_blob_refused(
+        |blob| {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                blob,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+                0,
+            )
+            .unwrap()
+        },
+        "it is a fifo, not a regular file",
+    );
+    assert_blob_refused(
+        |blob| fs::write(blob, vec![0u8; 1 << 20]).unwrap(),
+        "bytes, longer than the",
+    );
+    assert_blob_refused(
+        |blob| fs::write(blob, b"short").unwrap(),
+        "is 5 bytes, shorter than the",
+    );
+}
+
+#[test]
+fn archive_members_must_have_their_descriptors_size() {
+    let fx = Fixture::new();
+    let good = layer(
+        &tar(|t| {
+            t.file("f", b"x", 0o644);
+        }),
+        Compression::Gzip,
+    );
+    let dir = simple_layout(&fx.path("layout"), None, std::slice::from_ref(&good));
+    let blob = fx
+        .path("layout/blobs/sha256")
+        .join(Digest::of(&good.blob).hex());
+    let mut longer = good.blob.clone();
+    longer.extend_from_slice(&[0; 4096]);
+    fs::write(&blob, longer).unwrap();
+    dir.archive(&fx.path("image.tar"));
+    let source = Source::OciArchive {
+        path: fx.path("image.tar"),
+        tag: None,
+    };
+    let err = error_text(&fx.store.resolve(&source).unwrap_err());
+    let expected = format!(
+        "blob {} of OCI archive `{}` is {} bytes, longer than the {} bytes its descriptor gives",
+        Digest::of(&good.blob),
+        fx.path("image.tar").display(),
+        good.blob.len() + 4096,
+        good.blob.len()
+    );
+    assert!(err.contains(&expected), "{err}");
+    for sub in ["layers", "images", "tmp"] {
+        assert!(fx.listing(sub).is_empty(), "{sub}");
+    }
 }
 
 #[test]

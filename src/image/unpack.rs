@@ -112,7 +112,7 @@ fn unpack_with<R: Read>(
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().context("cannot read the layer tar")? {
         let mut entry = entry.context("the layer tar is corrupt")?;
-        let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let shown = shown_path(Path::new(OsStr::from_bytes(&entry.path_bytes())));
         if let Err(err) = unpacker.entry(&mut entry) {
             // A writer's error names its own entry.
             return Err(if pool.failed() {
@@ -440,7 +440,7 @@ impl Unpacker<'_> {
         let not_here = || {
             anyhow!(
                 "hard link target `{}` is not in this layer",
-                target.display()
+                shown_path(&target)
             )
         };
         let Some(target_name) = target.file_name() else {
@@ -452,7 +452,7 @@ impl Unpacker<'_> {
             Err(Errno::NOENT) => return Err(not_here()),
             Err(err) => {
                 let why = explain(self.root.as_fd(), err, target_parent);
-                return Err(why.context(format!("bad hard link target `{}`", target.display())));
+                return Err(why.context(format!("bad hard link target `{}`", shown_path(&target))));
             }
         };
         let found = match fsx::stat_at(dir.as_fd(), target_name) {
@@ -529,7 +529,7 @@ impl Unpacker<'_> {
                 rustix::fs::fchmod(&dir, Mode::from_raw_mode(attrs.mode & 0o1777))?;
             }
             rustix::fs::futimens(&dir, &times(attrs.mtime))
-                .with_context(|| format!("cannot set the mtime of `{}`", rel.display()))?;
+                .with_context(|| format!("cannot set the mtime of `{}`", shown_path(&rel)))?;
         }
         Ok(())
     }
@@ -698,7 +698,7 @@ impl Pool {
             };
             let result = job
                 .run()
-                .with_context(|| format!("entry `{}`", job.shown.display()));
+                .with_context(|| format!("entry `{}`", shown_path(&job.shown)));
             let size = job.data.len();
             drop(job);
             let mut state = self.lock();
@@ -781,6 +781,40 @@ pub(crate) fn clean_path(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(clean)
 }
 
+/// Components kept at each end of a long path in a message.
+const SHOWN_ENDS: usize = 3;
+/// Characters kept of a long file name in a message, half at each end.
+const SHOWN_NAME: usize = 64;
+
+/// A path a layer named, for an error message: many components show as
+/// the first and last few around an ellipsis (`a/b/c/…/x/y/z`), a long
+/// name as its two ends, and control characters as `?`, so a hostile
+/// tar can neither make a message of megabytes nor drive the terminal.
+pub(crate) fn shown_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut parts: Vec<&str> = text.split('/').collect();
+    if parts.len() > 2 * SHOWN_ENDS + 1 {
+        parts.splice(SHOWN_ENDS..parts.len() - SHOWN_ENDS, ["…"]);
+    }
+    let parts: Vec<String> = parts.into_iter().map(shown_name).collect();
+    parts.join("/")
+}
+
+fn shown_name(name: &str) -> String {
+    let chars: Vec<char> = name
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if chars.len() <= SHOWN_NAME {
+        return chars.into_iter().collect();
+    }
+    let (head, tail) = (
+        &chars[..SHOWN_NAME / 2],
+        &chars[chars.len() - SHOWN_NAME / 2..],
+    );
+    format!("{}…{}", String::from_iter(head), String::from_iter(tail))
+}
+
 /// Turns an openat2 failure on `rel` into a message naming the culprit.
 fn explain(root: BorrowedFd<'_>, err: Errno, rel: &Path) -> anyhow::Error {
     if matches!(err, Errno::LOOP | Errno::NOTDIR) {
@@ -797,10 +831,10 @@ fn explain(root: BorrowedFd<'_>, err: Errno, rel: &Path) -> anyhow::Error {
                 FileType::Symlink => {
                     return anyhow!(
                         "its path goes through the symlink `{}`; links are never followed while unpacking",
-                        prefix.display()
+                        shown_path(&prefix)
                     );
                 }
-                _ => return anyhow!("`{}` is not a directory", prefix.display()),
+                _ => return anyhow!("`{}` is not a directory", shown_path(&prefix)),
             }
         }
     }
@@ -810,7 +844,7 @@ fn explain(root: BorrowedFd<'_>, err: Errno, rel: &Path) -> anyhow::Error {
         }
         Errno::XDEV => anyhow!("its path leaves the layer"),
         other => {
-            anyhow!(io::Error::from(other)).context(format!("cannot open `{}`", rel.display()))
+            anyhow!(io::Error::from(other)).context(format!("cannot open `{}`", shown_path(rel)))
         }
     }
 }

@@ -183,6 +183,26 @@ impl Project {
         }
     }
 
+    /// Sorted names in a subdirectory of the test user's store (none if
+    /// it does not exist).
+    pub fn store_names(&self, sub: &str) -> Vec<String> {
+        let mut names: Vec<String> = match fs::read_dir(self.data.join(sub)) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    /// The image records (`images/<hex>.json`) in the test user's store.
+    pub fn image_records(&self) -> Vec<String> {
+        let mut names = self.store_names("images");
+        names.retain(|name| name.ends_with(".json"));
+        names
+    }
+
     /// A `den` command run in the project root by `runner`, with a clean
     /// environment: HOME and the store in the project's temp dir.
     pub fn den(&self, runner: Runner, args: &[&str]) -> Command {

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -228,6 +228,25 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     let hex = sha256_hex(bytes);
     fs::write(dir.join("blobs/sha256").join(&hex), bytes).expect("write blob");
     format!("sha256:{hex}")
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+/// Where `layout` keeps the blob `digest` (`sha256:…`).
+pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    layout.join("blobs/sha256").join(hex)
+}
+
+/// The manifest of the only image in `layout`.
+pub fn manifest(layout: &Path) -> serde_json::Value {
+    let index = read_json(&layout.join("index.json"));
+    read_json(&blob_path(
+        layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
