@@ -115,7 +115,7 @@ fn size(value: &Node) -> Result<u64, Issue> {
                             are powers of 1024), or a number of bytes";
     let bytes = match &value.value {
         Value::Int(count) => u64::try_from(*count).ok(),
-        Value::Str(text) => parse_size(text),
+        Value::Str(text) => super::parse_bytes(text),
         _ => None,
     };
     match bytes {
@@ -129,24 +129,6 @@ fn size(value: &Node) -> Result<u64, Issue> {
             Err(Issue::new(value.referenced, what, EXPECTED))
         }
     }
-}
-
-/// `text` as bytes: digits alone, or a decimal number and a unit.
-fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (number, shift) = match text.char_indices().last()? {
-        (at, 'K' | 'k') => (&text[..at], 10),
-        (at, 'M' | 'm') => (&text[..at], 20),
-        (at, 'G' | 'g') => (&text[..at], 30),
-        (at, 'T' | 't') => (&text[..at], 40),
-        _ => return text.parse().ok(),
-    };
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return None; // no sign, exponent, `inf` or `nan`
-    }
-    let bytes = number.parse::<f64>().ok()? * (1u64 << shift) as f64;
-    // `as` would saturate silently; a fraction of a byte is dropped.
-    (bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 fn describe(value: &Value) -> String {

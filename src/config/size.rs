@@ -22,6 +22,9 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         return None;
     }
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if shift == 0 && !fraction.is_empty() {
+        return None; // a fraction of a byte
+    }
     let whole: u64 = whole.parse().ok()?;
     let mut bytes = whole.checked_mul(1 << shift)?;
     if !fraction.is_empty() {
@@ -48,7 +51,18 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused() {
-        for text in ["", "G", "1.2.3G", "1X", "-1M", ".5G", "5.G", "99999999999T"] {
+        for text in [
+            "",
+            "G",
+            "1.2.3G",
+            "1X",
+            "-1M",
+            ".5G",
+            "5.G",
+            "1.5",
+            "1e3G",
+            "99999999999T",
+        ] {
             assert_eq!(parse_bytes(text), None, "{text}");
         }
     }

@@ -511,8 +511,8 @@ fn examples_in_the_docs_are_valid() {
         }
     }
     assert_eq!(
-        checked, 5,
-        "the minimal, full, setup, bootstrap and merge-key examples"
+        checked, 8,
+        "the minimal, full, setup, bootstrap, merge-key, host-loopback, caps and limits examples"
     );
 }
 
@@ -698,4 +698,76 @@ fn bad_bootstraps_are_placed_and_explained() {
         err("containers:\n  a:\n    bootstrap: {distro: debian/sid, mirorr: http://x}\n")
             .contains("did you mean `mirror`"),
     );
+}
+
+fn container_with(keys: &str) -> String {
+    format!("containers:\n  dev:\n    from: oci:img\n{keys}")
+}
+
+#[test]
+fn confinement_defaults_to_podmans_capabilities_and_dens_profile() {
+    let config = ok(&container_with(""));
+    let dev = &config.containers["dev"];
+    assert_eq!(dev.confinement, crate::userns::Confinement::default());
+    assert!(!dev.host_loopback, "host loopback is opt-in");
+}
+
+#[test]
+fn caps_add_and_cap_drop_remove() {
+    use crate::userns::Capabilities;
+    let config = ok(&container_with(
+        "    caps: [SYS_PTRACE, cap_net_raw]\n    cap-drop: [CHOWN]\n    seccomp: unconfined\n",
+    ));
+    let confinement = config.containers["dev"].confinement;
+    assert!(
+        confinement
+            .caps
+            .contains(Capabilities::SYS_PTRACE | Capabilities::NET_RAW)
+    );
+    assert!(!confinement.caps.contains(Capabilities::CHOWN));
+    assert!(confinement.caps.contains(Capabilities::SETUID));
+    assert!(!confinement.seccomp);
+}
+
+#[test]
+fn an_unknown_capability_is_placed_with_a_suggestion() {
+    let message = err(&container_with("    caps: [SYS_PTRACE, SYS_PTRCE]\n"));
+    assert!(
+        message.starts_with(
+            "4:24: unknown capability `SYS_PTRCE` in `caps` in container `dev` \
+             (did you mean `SYS_PTRACE`?)"
+        ),
+        "{message}"
+    );
+    let message = err(&container_with("    seccomp: off\n"));
+    assert!(
+        message.starts_with("4:14: unknown `seccomp` mode `off`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn limits_take_sizes_and_a_process_count() {
+    use crate::userns::Size;
+    let config = ok(&container_with(
+        "    limits: {tmp: 2G, shm: 50%, pids: 100}\n",
+    ));
+    let limits = config.containers["dev"].confinement.limits;
+    assert_eq!(limits.tmp, Size::Bytes(2 << 30));
+    assert_eq!(limits.shm, Size::PercentOfMemory(50));
+    assert_eq!(limits.run_den, crate::userns::Limits::default().run_den);
+    assert_eq!(limits.pids, 100);
+    let message = err(&container_with("    limits: {tmp: lots}\n"));
+    assert!(
+        message
+            .starts_with("4:19: `tmp` in `limits` of container `dev` is `lots`; expected a size"),
+        "{message}"
+    );
+    let message = err(&container_with("    limits: {pids: 3}\n"));
+    assert!(
+        message.contains("expected a number of processes"),
+        "{message}"
+    );
+    let message = err(&container_with("    limits: {memory: 1G}\n"));
+    assert!(message.contains("unknown key `memory`"), "{message}");
 }

@@ -72,4 +72,4 @@ pub use layout::Wanted as Platform;
 pub use source::Source;
 pub(crate) use store::read_json;
 pub use store::{Image, Pulled, RuntimeConfig, Store, StoreLock, settle_threads, thread_count};
-pub(crate) use unpack::clean_path;
+pub(crate) use unpack::{clean_path, shown_path};

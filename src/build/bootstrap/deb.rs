@@ -84,7 +84,8 @@ fn unpack_tar(tar: impl Read, root: BorrowedFd<'_>) -> Result<u64> {
         let Some(rel) = relative(&path)? else {
             continue;
         };
-        place(&mut entry, root, &rel).with_context(|| format!("at `/{}`", rel.display()))?;
+        place(&mut entry, root, &rel)
+            .with_context(|| format!("at `/{}`", crate::image::shown_path(&rel)))?;
         placed += 1;
     }
     Ok(placed)
@@ -92,8 +93,8 @@ fn unpack_tar(tar: impl Read, root: BorrowedFd<'_>) -> Result<u64> {
 
 /// `./usr/bin/x` → `usr/bin/x`; `./` → `None`; `..` is refused.
 fn relative(path: &Path) -> Result<Option<PathBuf>> {
-    let rel = crate::image::unpack::clean_path(path)
-        .with_context(|| format!("the package holds `{}`", path.display()))?;
+    let rel = crate::image::clean_path(path)
+        .with_context(|| format!("the package holds `{}`", crate::image::shown_path(path)))?;
     Ok((!rel.as_os_str().is_empty()).then_some(rel))
 }
 
