@@ -510,3 +510,15 @@ fn a_user_other_than_root_holds_no_capability() {
         );
     }
 }
+
+#[test]
+fn the_nested_namespace_still_binds_low_ports_and_pings() {
+    let scene = Scene::new();
+    let script = "$P bind 80; $P ping 10.0.2.2";
+    for runner in runners() {
+        for container in ["bb", "u1000"] {
+            let output = exec_script(&scene, runner, container, script);
+            assert_eq!(success(&output), "OK\nOK\n", "{runner:?} {container}");
+        }
+    }
+}

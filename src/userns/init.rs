@@ -62,13 +62,8 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
     if let Some(network) = &network {
         slirp::create_and_send_tun(network)?;
     }
-    if spec.network != Network::Host
-        && spec
-            .confinement
-            .caps
-            .contains(super::Capabilities::NET_BIND_SERVICE)
-    {
-        allow_low_ports()?;
+    if spec.network != Network::Host {
+        open_network_to_the_command(spec)?;
     }
     let signals = handled_signals()
         .signalfd()
@@ -134,11 +129,24 @@ fn hide_den() -> Result<()> {
 }
 
 /// The command runs in a user namespace nested in the one owning the
-/// network namespace, so its NET_BIND_SERVICE does not reach the network:
-/// ports below 1024 are opened to every user instead, as Docker does.
-fn allow_low_ports() -> Result<()> {
-    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
-        .context("opening ports below 1024 to the container")
+/// container's network namespace, so its NET_BIND_SERVICE and NET_RAW
+/// do not reach the network. As Docker and podman set these sysctls for
+/// their containers: ports below 1024 are open to every user when the
+/// command holds NET_BIND_SERVICE, and the container user may ping
+/// (ICMP echo sockets, no raw socket needed).
+fn open_network_to_the_command(spec: &super::Spec) -> Result<()> {
+    let sysctl = |name: &str, value: String| {
+        std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value)
+            .with_context(|| format!("setting net.ipv4.{name} in the container"))
+    };
+    if spec
+        .confinement
+        .caps
+        .contains(super::Capabilities::NET_BIND_SERVICE)
+    {
+        sysctl("ip_unprivileged_port_start", "0".into())?;
+    }
+    sysctl("ping_group_range", format!("{0} {0}", spec.user.gid))
 }
 
 /// Maps the invoking host user (and group) to the container user. An

@@ -237,6 +237,33 @@ static int tcp_connect(const char *address, const char *port)
     return report(connect(sock, (struct sockaddr *)&to, sizeof to));
 }
 
+/* Listens on TCP `port` of every address. */
+static int tcp_bind(const char *port)
+{
+    int sock = socket(AF_INET, SOCK_STREAM, 0);
+    if (sock < 0)
+        return report(-1);
+    struct sockaddr_in at = {.sin_family = AF_INET, .sin_port = htons(atoi(port))};
+    return report(bind(sock, (struct sockaddr *)&at, sizeof at));
+}
+
+/* One ICMP echo through an unprivileged ICMP socket; OK on the reply. */
+static int ping(const char *address)
+{
+    int sock = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+    if (sock < 0)
+        return report(-1);
+    struct timeval timeout = {.tv_sec = 5};
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    inet_pton(AF_INET, address, &to.sin_addr);
+    unsigned char echo[16] = {8}; /* type 8: echo request; the kernel sets id and checksum */
+    if (sendto(sock, echo, sizeof echo, 0, (struct sockaddr *)&to, sizeof to) < 0)
+        return report(-1);
+    unsigned char reply[64];
+    return report(recv(sock, reply, sizeof reply, 0));
+}
+
 /* Writes `mib` MiB of non-zero bytes into `path`; OK if all landed. */
 static int fill(const char *path, const char *mib)
 {
@@ -331,6 +358,10 @@ int main(int argc, char **argv)
         return foreign_arch();
     if (!strcmp(what, "connect") && argc == 4)
         return tcp_connect(argv[2], argv[3]);
+    if (!strcmp(what, "bind") && argc == 3)
+        return tcp_bind(argv[2]);
+    if (!strcmp(what, "ping") && argc == 3)
+        return ping(argv[2]);
     if (!strcmp(what, "fill") && argc == 4)
         return fill(argv[2], argv[3]);
     if (!strcmp(what, "fork") && argc == 3)
