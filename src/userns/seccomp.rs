@@ -14,10 +14,13 @@ pub(super) use ownership::FakeOwnership;
 pub use ownership::OWNER_XATTR;
 
 /// The default profile for a command holding `caps`, assembled once in
-/// den before the container starts; `None` where den knows no syscall
-/// table (the command then runs unfiltered).
-pub fn default_profile(caps: Capabilities) -> Option<Vec<bpf::Instruction>> {
-    bpf::NATIVE_ARCH.map(|arch| profile::program(arch, caps))
+/// den before the container starts (a few microseconds); `None` where den
+/// knows no syscall table (the command then runs unfiltered).
+pub fn default_profile(caps: Capabilities) -> Result<Option<Vec<bpf::Instruction>>> {
+    bpf::NATIVE_ARCH
+        .map(|arch| profile::program(arch, caps))
+        .transpose()
+        .context("assembling the seccomp profile")
 }
 
 /// Installs a profile on the calling process, for it and whatever it

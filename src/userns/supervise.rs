@@ -24,7 +24,7 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
         host,
         winsize: if spec.tty { tty::host_winsize() } else { None },
         profile: match spec.confinement.seccomp {
-            true => seccomp::default_profile(spec.confinement.caps),
+            true => seccomp::default_profile(spec.confinement.caps)?,
             false => None,
         },
     };
