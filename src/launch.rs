@@ -66,18 +66,17 @@ pub fn run(request: Request<'_>) -> Result<i32> {
     }
     let tty = userns::stdio_is_terminal();
     let mut environ = crate::build::proxy_env();
-    let mut run_files = Vec::new();
+    let mut binds = Vec::new();
     if container.host_ca
-        && let Some((file, vars)) = crate::build::ca_files_and_env()
+        && let Some((bind, vars)) = crate::build::ca_bind_and_env()
     {
-        run_files.push(file);
+        binds.push(bind);
         environ.extend(vars);
     }
     environ.extend(request.environ.iter().cloned());
-    let container_dir = store.container_dir()?;
     let spec = Spec {
         layers: image.layers.clone(),
-        scratch: container_dir.path().to_path_buf(),
+        scratch: store.scratch_dir()?,
         work: Some(request.project.root.clone()),
         cwd: working_dir(container, &request.project.root, request.cwd),
         argv,
@@ -89,8 +88,8 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         host_loopback: container.host_loopback,
         tty,
         layer_dir: None,
-        binds: Vec::new(),
-        run_files,
+        binds,
+        run_files: Vec::new(),
         output: None,
         action: Default::default(),
         fake_ownership: false,

@@ -58,7 +58,7 @@ containers:
     seccomp: unconfined
   small:
     from: oci:image:latest
-    limits: {{tmp: 8M, pids: 64}}
+    limits: {{root: 4M, tmp: 8M, pids: 64}}
   loopback:
     from: oci:image:latest
     host-loopback: true
@@ -443,7 +443,8 @@ fn the_hosts_loopback_is_reached_only_when_asked_for() {
 #[test]
 fn memory_filesystems_and_processes_are_bounded() {
     let scene = Scene::new();
-    let script = "echo \"tmp=$($P fill /tmp/fill 16)\"\n\
+    let script = "echo \"root=$($P fill /fill 16)\"\n\
+                  echo \"tmp=$($P fill /tmp/fill 16)\"\n\
                   echo \"shm=$($P fill /dev/shm/fill 128)\"\n\
                   echo \"run-den=$($P fill /run/den/fill 32)\"\n\
                   echo \"forks=$($P fork 200)\"\n\
@@ -451,6 +452,7 @@ fn memory_filesystems_and_processes_are_bounded() {
     for runner in runners() {
         let output = success(&exec_script(&scene, runner, "small", script));
         let results = results(&output);
+        assert_eq!(results["root"], "ENOSPC", "{runner:?}: {output}");
         assert_eq!(results["tmp"], "ENOSPC", "{runner:?}: {output}");
         assert_eq!(results["shm"], "ENOSPC", "{runner:?}: {output}");
         assert_eq!(results["run-den"], "ENOSPC", "{runner:?}: {output}");
@@ -521,4 +523,63 @@ fn the_nested_namespace_still_binds_low_ports_and_pings() {
             assert_eq!(success(&output), "OK\nOK\n", "{runner:?} {container}");
         }
     }
+}
+
+#[test]
+fn dens_environment_is_wiped_from_pid_1() {
+    // Reading a non-dumpable process's environ takes root of the host:
+    // the suite does it from outside, as root, while the container runs.
+    if !common::running_as_root() {
+        return;
+    }
+    let scene = Scene::new();
+    for (index, runner) in runners().into_iter().enumerate() {
+        let mark = common::spawned::marker(7 + index as u32);
+        let secret = format!("den-test-token-{mark}");
+        let mut command = scene
+            .project
+            .den(runner, &["exec", "bb", "--", "sleep", &mark]);
+        command.env("DEN_TEST_TOKEN", &secret);
+        let den = common::spawned::Spawned::start(command);
+        let mut sleepers = Vec::new();
+        assert!(
+            common::spawned::eventually(common::spawned::TIMEOUT, || {
+                sleepers = common::spawned::processes_with_argv(&["sleep", &mark]);
+                !sleepers.is_empty()
+            }),
+            "{runner:?}: the container never started"
+        );
+        let init = parent_of(sleepers[0]);
+        let den_environ = fs::read(format!("/proc/{}/environ", den.pid())).expect("den's environ");
+        assert!(
+            contains(&den_environ, secret.as_bytes()),
+            "control: den holds the token"
+        );
+        let init_environ = fs::read(format!("/proc/{init}/environ")).expect("init's environ");
+        assert!(
+            !contains(&init_environ, secret.as_bytes()),
+            "{runner:?}: pid 1 still shows den's environment"
+        );
+        assert!(
+            init_environ.iter().all(|&byte| byte == 0),
+            "{runner:?}: {init_environ:?}"
+        );
+        drop(den);
+    }
+}
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let after_name = stat.rsplit_once(')').expect("stat has a name").1;
+    after_name
+        .split_whitespace()
+        .nth(1)
+        .and_then(|ppid| ppid.parse().ok())
+        .expect("a parent pid")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::userns::RUN_DEN;
+use crate::userns::{Bind, RUN_DEN};
 
 /// Proxy variables passed into containers, under both spellings: tools
 /// disagree on which they read (apt only reads `http_proxy`).
@@ -18,7 +18,7 @@ const PROXY_VARS: [&str; 5] = [
     "no_proxy",
 ];
 
-/// Where the host's CA bundle is copied, inside the container.
+/// Where the host's CA bundle is bound, inside the container.
 pub const CA_FILE: &str = "ca-certificates.crt";
 
 /// Variables naming a CA bundle for the tools that read one: OpenSSL
@@ -52,7 +52,7 @@ pub fn proxy_env() -> Vec<(String, String)> {
 
 /// The host's CA bundle: `$SSL_CERT_FILE`, else the first of the
 /// distributions' usual places. `None` when the host has none.
-pub fn ca_bundle() -> Option<Vec<u8>> {
+fn ca_bundle() -> Option<PathBuf> {
     let candidates = std::env::var_os("SSL_CERT_FILE")
         .map(PathBuf::from)
         .into_iter()
@@ -65,22 +65,26 @@ pub fn ca_bundle() -> Option<Vec<u8>> {
             .map(PathBuf::from),
         );
     candidates
-        .filter_map(|path| std::fs::read(path).ok())
-        .find(|bytes| !bytes.is_empty())
+        .into_iter()
+        .find(|path| std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0))
 }
 
-/// A file for /run/den: (name, contents).
-pub type RunFile = (String, Vec<u8>);
-
-/// The bundle as a file for /run/den, and the variables pointing at it.
-pub fn ca_files_and_env() -> Option<(RunFile, Vec<(String, String)>)> {
+/// The bundle, bound read-only into /run/den (a bind costs less than
+/// reading and writing its 200-odd KB on every run), and the variables
+/// pointing at it.
+pub fn ca_bind_and_env() -> Option<(Bind, Vec<(String, String)>)> {
     let bundle = ca_bundle()?;
     let path = format!("{RUN_DEN}/{CA_FILE}");
     let env = CA_VARS
         .iter()
         .map(|name| (name.to_string(), path.clone()))
         .collect();
-    Some(((CA_FILE.to_string(), bundle), env))
+    let bind = Bind {
+        source: bundle,
+        target: path,
+        read_only: true,
+    };
+    Some((bind, env))
 }
 
 /// `$DEN_CACHE_DIR`, else `$XDG_CACHE_HOME/den`, else `~/.cache/den`,

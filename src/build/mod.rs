@@ -33,7 +33,7 @@ mod step;
 use anyhow::{Context, Result};
 
 pub use gc::collect_garbage;
-pub use host::{ca_files_and_env, proxy_env};
+pub use host::{ca_bind_and_env, proxy_env};
 
 use self::copy::StatCache;
 use self::record::{Head, Record};

@@ -227,15 +227,15 @@ fn run_in_container(
         "apt.conf".to_string(),
         recipes::APT_SANDBOX.as_bytes().to_vec(),
     )];
+    let mut binds = Vec::new();
     if ctx.host_ca
-        && let Some((file, vars)) = host::ca_files_and_env()
+        && let Some((bind, vars)) = host::ca_bind_and_env()
     {
-        run_files.push(file);
+        binds.push(bind);
         for (name, value) in vars {
             set_env(&mut env, &name, &value);
         }
     }
-    let mut binds = Vec::new();
     let mut argv = Vec::new();
     let mut action = Action::Exec;
     let mut cache_lock = None;
@@ -299,10 +299,9 @@ fn run_in_container(
             cache_lock = Some(lock_cache(lock)?);
         }
     }
-    let container_dir = ctx.store.container_dir()?;
     let spec = Spec {
         layers,
-        scratch: container_dir.path().to_path_buf(),
+        scratch: ctx.store.scratch_dir()?,
         work: None,
         cwd: ctx.workdir.unwrap_or("/").to_string(),
         argv,

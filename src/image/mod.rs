@@ -18,8 +18,8 @@
 //!   locks/layer-<hex>.lock     flock held while a layer is being unpacked
 //!   locks/store.lock           flock: shared by pulls, imports and running
 //!                              containers, exclusive for `den gc`
-//!   tmp/                       work in progress, each entry flocked by its creator;
-//!                              also each running container's writable layer
+//!   tmp/                       work in progress, each entry flocked by its creator
+//!   scratch/                   empty; the runtime mounts a tmpfs over it
 //! ```
 //!
 //! Everything reaches its final name by a rename from `tmp/`, and a layer

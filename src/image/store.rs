@@ -187,17 +187,14 @@ impl Store {
             .with_context(|| format!("cannot use image `{source}`"))
     }
 
-    /// A new, empty directory on the store's disk for one container's
-    /// writable layer and mount point. Removed when dropped; one left by
-    /// a killed den is unlocked and goes with the next `clean_tmp`.
-    pub fn container_dir(&self) -> anyhow::Result<TempEntry> {
-        let tmp = self.tmp_path();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&tmp)
-            .with_context(|| format!("cannot create `{}`", tmp.display()))?;
-        TempEntry::dir(&tmp, "container")
+    /// An empty directory the runtime mounts a private tmpfs over.
+    pub fn scratch_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.root.join("scratch");
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(dir),
+            Err(err) => Err(err).with_context(|| format!("cannot create `{}`", dir.display())),
+        }
     }
 
     /// Removes leftovers of interrupted imports; returns how many.

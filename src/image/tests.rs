@@ -976,25 +976,11 @@ fn concurrent_processes_share_the_store() {
 }
 
 #[test]
-fn container_dirs_are_private_empty_and_removed_after_use() {
+fn scratch_dir_is_an_empty_directory() {
     let fx = Fixture::new();
-    let first = fx.store.container_dir().unwrap();
-    let second = fx.store.container_dir().unwrap();
-    assert_ne!(first.path(), second.path());
-    assert_eq!(fs::read_dir(first.path()).unwrap().count(), 0);
-    // What a container leaves there, read-only inside, goes with it.
-    fs::create_dir_all(first.path().join("upper/ro")).unwrap();
-    fs::set_permissions(
-        first.path().join("upper/ro"),
-        fs::Permissions::from_mode(0o000),
-    )
-    .unwrap();
-    let path = first.path().to_path_buf();
-    drop(first);
-    assert!(!path.exists());
-    // One still in use is left alone by the cleaner.
-    assert_eq!(fx.store.clean_tmp().unwrap(), 0);
-    assert!(second.path().is_dir());
+    let scratch = fx.store.scratch_dir().unwrap();
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
+    assert_eq!(fx.store.scratch_dir().unwrap(), scratch);
 }
 
 #[test]

@@ -53,9 +53,9 @@ pub const EXIT_DEN_FAILED: i32 = 125;
 pub struct Spec {
     /// Unpacked layer directories, bottom layer first.
     pub layers: Vec<PathBuf>,
-    /// An empty directory of this container's own, on disk, for the
-    /// overlay's upper and work dirs and its mount point; the caller
-    /// removes it after the run.
+    /// An existing directory that init covers with a private tmpfs (of
+    /// `limits.root`) for the overlay's upper and work dirs (each
+    /// container sees its own).
     pub scratch: PathBuf,
     /// Host directory bind-mounted read-write at `/work`, if any.
     pub work: Option<PathBuf>,
@@ -121,6 +121,9 @@ impl Default for Confinement {
 /// count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// The writable layer of `/`: what the command writes outside /work
+    /// and the other mounts.
+    pub root: Size,
     pub tmp: Size,
     pub shm: Size,
     pub run_den: Size,
@@ -132,6 +135,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
+            root: Size::PercentOfMemory(25),
             tmp: Size::PercentOfMemory(25),
             shm: Size::Bytes(64 << 20),
             run_den: Size::Bytes(16 << 20),

@@ -164,13 +164,29 @@ fn take_node(path: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Mounts the overlay of the image's layers in the scratch directory,
-/// its writable layer on disk beside it; returns the mount point.
+/// Mounts a private tmpfs over the scratch directory and the overlay of
+/// the image's layers on it; returns the overlay's mount point. Memory is
+/// faster than disk here by about a millisecond a run (no journal on
+/// creation, no sync at unmount, nothing to delete after), so the
+/// writable layer is a tmpfs bounded by `limits.root`.
 fn mount_overlay(spec: &Spec) -> Result<PathBuf> {
     let scratch = &spec.scratch;
+    let options = format!(
+        "mode=0755,size={}",
+        spec.confinement.limits.root.tmpfs_option()
+    );
+    let options = CString::new(options).context("a NUL byte in tmpfs options")?;
+    mount(
+        "tmpfs",
+        scratch,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        options.as_c_str(),
+    )
+    .with_context(|| format!("mounting a tmpfs on {}", scratch.display()))?;
     for dir in ["upper", "work", "root", "empty"] {
         fs::create_dir(scratch.join(dir))
-            .with_context(|| format!("creating {}", scratch.join(dir).display()))?;
+            .with_context(|| format!("creating {dir} in the scratch tmpfs"))?;
     }
     // A build step's upper is its future layer, on the store's disk.
     let (upper, work) = match &spec.layer_dir {
@@ -254,10 +270,11 @@ fn enter(new_root: &Path) -> Result<()> {
 fn populate(spec: &Spec, host: HostParts) -> Result<()> {
     mount_dev(host.devices, spec.confinement.limits.shm)?;
     attach(host.proc, "/proc")?;
-    restrict_proc()?;
+    let mut masks = Masks::default();
+    restrict_proc(&mut masks)?;
     attach(host.sys, "/sys")?;
     for dir in MASKED_SYS_DIRS {
-        mask_dir(&Path::new("/sys").join(dir))?;
+        masks.hide_dir(&Path::new("/sys").join(dir))?;
     }
     let limits = &spec.confinement.limits;
     mount_tmpfs(
@@ -386,7 +403,7 @@ fn mount_dev(devices: Vec<(&'static str, OwnedFd)>, shm: super::Size) -> Result<
     Ok(())
 }
 
-fn restrict_proc() -> Result<()> {
+fn restrict_proc(masks: &mut Masks) -> Result<()> {
     for file in MASKED_PROC_FILES {
         let path = format!("/proc/{file}");
         if Path::new(&path).is_file() {
@@ -394,7 +411,7 @@ fn restrict_proc() -> Result<()> {
         }
     }
     for dir in MASKED_PROC_DIRS {
-        mask_dir(&Path::new("/proc").join(dir))?;
+        masks.hide_dir(&Path::new("/proc").join(dir))?;
     }
     for entry in READ_ONLY_PROC {
         let path = format!("/proc/{entry}");
@@ -413,19 +430,34 @@ fn restrict_proc() -> Result<()> {
     Ok(())
 }
 
-/// Hides a directory behind an empty read-only tmpfs, if it exists.
-fn mask_dir(path: &Path) -> Result<()> {
-    if !path.is_dir() {
-        return Ok(());
+/// Hides directories behind one empty read-only tmpfs: mounted on the
+/// first, bound on the others (a bind is cheaper than a new superblock,
+/// at mount time and again when the container ends).
+#[derive(Default)]
+struct Masks {
+    first: Option<PathBuf>,
+}
+
+impl Masks {
+    /// Hides `path`, if it exists.
+    fn hide_dir(&mut self, path: &Path) -> Result<()> {
+        if !path.is_dir() {
+            return Ok(());
+        }
+        let mounted = match &self.first {
+            Some(first) => mount_bind(first, path),
+            None => mount(
+                "tmpfs",
+                path,
+                "tmpfs",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+                c"size=0",
+            ),
+        };
+        mounted.with_context(|| format!("masking {}", path.display()))?;
+        self.first.get_or_insert_with(|| path.to_path_buf());
+        Ok(())
     }
-    mount(
-        "tmpfs",
-        path,
-        "tmpfs",
-        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-        c"size=0",
-    )
-    .with_context(|| format!("masking {}", path.display()))
 }
 
 /// /etc/resolv.conf, /etc/hosts and /etc/hostname for this container:

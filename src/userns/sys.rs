@@ -161,6 +161,52 @@ pub fn join_new_session_keyring() -> io::Result<()> {
 /// Overwrites the environment den was started with: its strings sit in
 /// the process's memory, where `/proc/<pid>/environ` reads them.
 pub fn wipe_environment() -> io::Result<()> {
+    let (start, end) = environment_strings()?;
+    // SAFETY: after clearenv, libc holds no pointer into the strings, and
+    // Rust's std reads the environment only through libc; the range is
+    // where the kernel put them on the initial stack, which is mapped and
+    // writable.
+    unsafe {
+        libc::clearenv();
+        std::ptr::write_bytes(start as *mut u8, 0, end - start);
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    static environ: *const *const libc::c_char;
+}
+
+/// The address range of the environment strings. den never sets a
+/// variable, so `environ` still lists the kernel's strings, which lie
+/// end to end; that is checked, and `/proc/self/stat` (a slower read)
+/// tells otherwise.
+fn environment_strings() -> io::Result<(usize, usize)> {
+    let mut range: Option<(usize, usize)> = None;
+    // SAFETY: `environ` is the NUL-terminated array libc keeps; nothing
+    // changes it while den is single-threaded.
+    let mut entry = unsafe { environ };
+    while !entry.is_null() {
+        // SAFETY: as above; each entry is a NUL-terminated string.
+        let string = unsafe { *entry };
+        if string.is_null() {
+            return Ok(range.unwrap_or((0, 0)));
+        }
+        // SAFETY: a NUL-terminated string of libc's.
+        let len = unsafe { libc::strlen(string) } + 1;
+        let (at, next) = (string as usize, string as usize + len);
+        range = match range {
+            None => Some((at, next)),
+            Some((start, end)) if at == end => Some((start, next)),
+            Some(_) => return environment_strings_from_proc(),
+        };
+        // SAFETY: the array is NUL-terminated, checked above.
+        entry = unsafe { entry.add(1) };
+    }
+    Ok((0, 0))
+}
+
+fn environment_strings_from_proc() -> io::Result<(usize, usize)> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // Fields after the command name, which may hold spaces; env_start
     // and env_end are fields 50 and 51 of proc(5), the first here is 3.
@@ -175,16 +221,7 @@ pub fn wipe_environment() -> io::Result<()> {
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| io::Error::other("unexpected /proc/self/stat"))
     };
-    let (start, end) = (field(50)?, field(51)?);
-    // SAFETY: after clearenv, libc holds no pointer into the strings, and
-    // Rust's std reads the environment only through libc; the range is
-    // the kernel's record of where they lie on the initial stack, which is
-    // mapped and writable.
-    unsafe {
-        libc::clearenv();
-        std::ptr::write_bytes(start as *mut u8, 0, end.saturating_sub(start));
-    }
-    Ok(())
+    Ok((field(50)?, field(51)?))
 }
 
 /// A set of signal numbers.

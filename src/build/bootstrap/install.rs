@@ -121,10 +121,9 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
         "LC_ALL=C".to_string(),
     ]
     .to_vec();
-    let container_dir = store.container_dir()?;
     let spec = Spec {
         layers: Vec::new(),
-        scratch: container_dir.path().to_path_buf(),
+        scratch: store.scratch_dir()?,
         work: None,
         cwd: "/".to_string(),
         argv,

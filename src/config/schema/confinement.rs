@@ -8,8 +8,10 @@ const CAPS_EXPECTED: &str = "a list of capability names as capabilities(7) spell
                              such as `[SYS_PTRACE, NET_RAW]`, or `[ALL]`";
 const SECCOMP_EXPECTED: &str =
     "`default` (den's profile) or `unconfined` (no seccomp filter; see docs/runtime.md)";
-const LIMIT_KEYS: &[&str] = &["tmp", "shm", "run-den", "pids"];
+const LIMIT_KEYS: &[&str] = &["root", "tmp", "shm", "run-den", "pids"];
 const LIMIT_ALIASES: &[(&str, &str)] = &[
+    ("rootfs", "root"),
+    ("upper", "root"),
     ("tmpfs", "tmp"),
     ("dev-shm", "shm"),
     ("shm-size", "shm"),
@@ -85,6 +87,7 @@ impl Doc<'_> {
                 .unwrap_or(default))
         };
         Ok(Limits {
+            root: size("root", defaults.root)?,
             tmp: size("tmp", defaults.tmp)?,
             shm: size("shm", defaults.shm)?,
             run_den: size("run-den", defaults.run_den)?,
