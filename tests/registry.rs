@@ -12,6 +12,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
+use common::sorted_names as names;
 use common::{DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text};
 
 // ---------------------------------------------------------------------------
@@ -49,17 +50,6 @@ fn tag(registry: &Registry, image: &Pushed) -> String {
 
 // ---------------------------------------------------------------------------
 // The store.
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
-}
 
 fn has_layer(data: &Path, diff_id: &str) -> bool {
     data.join("layers").join(diff_id).join("fs").is_dir()

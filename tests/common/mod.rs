@@ -186,14 +186,7 @@ impl Project {
     /// Sorted names in a subdirectory of the test user's store (none if
     /// it does not exist).
     pub fn store_names(&self, sub: &str) -> Vec<String> {
-        let mut names: Vec<String> = match fs::read_dir(self.data.join(sub)) {
-            Ok(entries) => entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        names.sort();
-        names
+        sorted_names(&self.data.join(sub))
     }
 
     /// The image records (`images/<hex>.json`) in the test user's store.
@@ -260,6 +253,18 @@ impl Project {
     pub fn run(&self, runner: Runner, args: &[&str]) -> Output {
         self.den(runner, args).output().expect("spawn den")
     }
+}
+
+/// Sorted names of the entries of `dir` (none if it does not exist).
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
 }
 
 /// Output as text, for assertions and failure messages.
