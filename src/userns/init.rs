@@ -78,7 +78,7 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
         false => None,
     };
     // On init itself, so that the command and all it starts inherit it.
-    // From here on init must not call chown or set*id (see seccomp.rs).
+    // From here on init must not call chown or set*id (see seccomp/ownership.rs).
     let fake_ownership = match spec.fake_ownership {
         true => Some(FakeOwnership::install()?),
         false => None,
