@@ -6,9 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::config::lockfile::{Entry, LockFile};
 use crate::config::{Container, Network, Project};
-use crate::image::{Image, Source, Store};
+use crate::image::{Image, Store};
 use crate::userns::{self, Spec};
 
 /// What to run and how, beyond the container's own settings.
@@ -110,48 +109,6 @@ fn check_preserved_fds(count: u32) -> Result<()> {
     }
 }
 
-/// The container's image. A registry tag goes through den.lock: the
-/// digest recorded there is used (no network when the store has it);
-/// without an entry for this `from:`, the tag is resolved and recorded.
-pub fn resolve_image(
-    store: &Store,
-    project: &Project,
-    container: &str,
-    from: &Source,
-) -> Result<Image> {
-    let reference = match from {
-        Source::Registry(reference) if reference.tag.is_some() && reference.digest.is_none() => {
-            reference
-        }
-        _ => return store.resolve(from),
-    };
-    let mut lock = LockFile::load(&project.root)?;
-    let from_text = reference.to_string();
-    let pin = lock
-        .get(container, &from_text)
-        .map(|entry| entry.digest.clone());
-    let (image, top) = store.resolve_locked(reference, pin.as_deref())?;
-    let entry = Entry {
-        from: from_text,
-        digest: top,
-        manifest: image.id.clone(),
-    };
-    // Only a changed pin is written: the manifest differs per platform,
-    // and den.lock must not flip between teammates' machines.
-    let same_pin = lock
-        .get(container, &entry.from)
-        .is_some_and(|old| old.digest == entry.digest);
-    if !same_pin {
-        lock.set(container, entry);
-        let containers = &project.config.containers;
-        lock.retain(|name| containers.contains_key(name));
-        if let Err(err) = lock.save() {
-            eprintln!("den: warning: {err:#}");
-        }
-    }
-    Ok(image)
-}
-
 /// The image's own entrypoint and command, as `docker run <image>` does.
 fn default_argv(image: &Image) -> Result<Vec<String>> {
     let argv: Vec<String> = image
@@ -234,7 +191,9 @@ mod tests {
 
     fn container(workdir: Option<&str>) -> Container {
         Container {
-            from: crate::config::Base::Image(Source::parse("oci:img", Path::new("/p")).unwrap()),
+            from: crate::config::Base::Image(
+                crate::image::Source::parse("oci:img", Path::new("/p")).unwrap(),
+            ),
             from_at: (1, 1),
             setup: Vec::new(),
             host_ca: true,

@@ -5,6 +5,7 @@
 //! container, `commands` holds one file per subcommand, `cli` parses
 //! arguments and dispatches.
 
+pub mod base;
 pub mod build;
 pub mod cli;
 pub mod commands;

@@ -58,7 +58,7 @@ pub fn image(store: &Store, project: &Project, name: &str, options: Options) -> 
         .get(name)
         .with_context(|| format!("den.yaml has no container `{name}`"))?;
     let base = match &container.from {
-        Base::Image(source) => crate::launch::resolve_image(store, project, name, source)?,
+        Base::Image(source) => crate::base::image(store, project, name, source)?,
         // `--force` is for the named container; its base is reused.
         Base::Container(parent) => image(store, project, parent, Options::default())?,
         Base::Bootstrap(bootstrap) => bootstrap::image(store, project, name, bootstrap)?,

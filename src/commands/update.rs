@@ -3,77 +3,61 @@
 //! den.lock. One line per container: `<name>: <old12> → <new12>`,
 //! `<name>: up to date (<digest12>)` or why it has nothing to update.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use crate::base::{self, Pins};
 use crate::config::Base;
-use crate::config::lockfile::{Entry, LockFile};
-use crate::image::{Platform, Source, Store};
+use crate::image::{Source, Store};
 
 pub fn execute(containers: &[String]) -> Result<i32> {
     let (project, _) = super::current_project()?;
     let names = super::selected_containers(&project, containers)?;
     let store = Store::open_default()?;
-    let mut lock = LockFile::load(&project.root)?;
+    let mut pins = Pins::load(&project)?;
     let mut result = Ok(());
     for name in &names {
         let from = &project.config.containers[name.as_str()].from;
-        let reference = match from {
-            Base::Image(Source::Registry(reference))
-                if reference.tag.is_some() && reference.digest.is_none() =>
-            {
-                reference
-            }
-            Base::Image(Source::Registry(_)) => {
-                println!("{name}: pinned by digest in den.yaml ({from})");
-                continue;
-            }
-            Base::Bootstrap(bootstrap) => {
-                match update_bootstrap(&store, &project, name, bootstrap, &mut lock) {
-                    Ok(line) => println!("{line}"),
-                    Err(err) => {
-                        eprintln!("den: {name}: cannot update `{from}`: {err:#}");
-                        result = Err(anyhow::anyhow!("some containers could not be updated"));
-                    }
+        let line = match from {
+            Base::Image(source) => match base::pinnable(source) {
+                Some(reference) => update_registry(&store, &mut pins, name, reference),
+                None if matches!(source, Source::Registry(_)) => {
+                    Ok(format!("{name}: pinned by digest in den.yaml ({from})"))
                 }
-                continue;
+                None => Ok(format!("{name}: not a registry image ({from})")),
+            },
+            Base::Bootstrap(bootstrap) => {
+                update_bootstrap(&store, &project, name, bootstrap, &mut pins)
             }
-            _ => {
-                println!("{name}: not a registry image ({from})");
-                continue;
-            }
+            Base::Container(_) => Ok(format!("{name}: not a registry image ({from})")),
         };
-        let pulled = match store
-            .pull(reference, &Platform::host(), &|_| {})
-            .with_context(|| format!("{name}: cannot update `{reference}`"))
-        {
-            Ok(pulled) => pulled,
+        match line {
+            Ok(line) => println!("{line}"),
             Err(err) => {
                 // The others still get updated; den exits 125 at the end.
-                eprintln!("den: {err:#}");
+                eprintln!("den: {name}: cannot update `{from}`: {err:#}");
                 result = Err(anyhow::anyhow!("some containers could not be updated"));
-                continue;
             }
-        };
-        let entry = Entry {
-            from: reference.to_string(),
-            digest: pulled.top.to_string(),
-            manifest: pulled.manifest.to_string(),
-        };
-        match lock.get_any(name) {
-            Some(old) if *old == entry => {
-                println!("{name}: up to date ({})", short(&entry.digest));
-            }
-            Some(old) => println!("{name}: {} → {}", short(&old.digest), short(&entry.digest)),
-            None => println!("{name}: (new) → {}", short(&entry.digest)),
         }
-        lock.set(name, entry);
     }
     // den forks no container here, but keep the invariant pulls promise.
     crate::image::settle_threads();
-    let containers = &project.config.containers;
-    lock.retain(|name| containers.contains_key(name));
-    lock.save()?;
+    pins.save()?;
     result.map(|()| 0)
+}
+
+/// Pulls what a tag names now; says whether its pin changed.
+fn update_registry(
+    store: &Store,
+    pins: &mut Pins,
+    name: &str,
+    reference: &crate::image::registry::Reference,
+) -> Result<String> {
+    let (old, new) = base::update_registry(store, pins, name, reference)?;
+    Ok(match old {
+        Some(old) if old == new => format!("{name}: up to date ({})", short(&new.digest)),
+        Some(old) => format!("{name}: {} → {}", short(&old.digest), short(&new.digest)),
+        None => format!("{name}: (new) → {}", short(&new.digest)),
+    })
 }
 
 /// Re-resolves a bootstrapped system; says how its packages changed.
@@ -82,9 +66,9 @@ fn update_bootstrap(
     project: &crate::config::Project,
     name: &str,
     bootstrap: &crate::config::Bootstrap,
-    lock: &mut LockFile,
+    pins: &mut Pins,
 ) -> Result<String> {
-    let (old, new) = crate::build::bootstrap::update(store, project, name, bootstrap, lock)?;
+    let (old, new) = crate::build::bootstrap::update(store, project, name, bootstrap, pins)?;
     let count = new.packages.len();
     let Some(old) = old.filter(|old| old.bootstrap == new.bootstrap) else {
         return Ok(format!(

@@ -6,7 +6,6 @@
 //! image source parses, so later stages never need to re-check.
 
 mod error;
-pub mod lockfile;
 mod schema;
 pub mod settings;
 mod size;

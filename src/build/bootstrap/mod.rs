@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 
 use self::archive::Archive;
 use super::record::{self, Head, Record};
-use crate::config::lockfile::{BootstrapEntry, LockFile};
+use crate::base::{BootstrapEntry, Pins};
 use crate::config::{Bootstrap, Distro, Project, Variant};
 use crate::image::digest::Digest;
 use crate::image::lock::lock_exclusive_or_wait;
@@ -114,8 +114,8 @@ impl Target {
 /// packages were installed before, else made (and den.lock updated).
 pub fn image(store: &Store, project: &Project, name: &str, bootstrap: &Bootstrap) -> Result<Image> {
     let target = Target::new(bootstrap)?;
-    let mut lock = LockFile::load(&project.root)?;
-    let pinned = lock
+    let mut pins = Pins::load(project)?;
+    let pinned = pins
         .bootstrap(name)
         .filter(|entry| target.locked_by(entry))
         .cloned();
@@ -123,8 +123,10 @@ pub fn image(store: &Store, project: &Project, name: &str, bootstrap: &Bootstrap
         Some(entry) => target.key(&entry.packages),
         None => {
             let entry = make(store, &target, None, name)?;
-            save(&mut lock, project, name, entry.clone());
-            target.key(&entry.packages)
+            let key = target.key(&entry.packages);
+            pins.pin_bootstrap(name, entry);
+            pins.save_or_warn();
+            key
         }
     };
     let image = match record::load(store, &key) {
@@ -146,23 +148,14 @@ pub fn update(
     project: &Project,
     name: &str,
     bootstrap: &Bootstrap,
-    lock: &mut LockFile,
+    pins: &mut Pins,
 ) -> Result<(Option<BootstrapEntry>, BootstrapEntry)> {
     let target = Target::new(bootstrap)?;
-    let old = lock.bootstrap(name).cloned();
+    let old = pins.bootstrap(name).cloned();
     let entry = make(store, &target, None, name)?;
     keep_alive(store, project, name, &target.key(&entry.packages))?;
-    lock.set_bootstrap(name, entry.clone());
+    pins.pin_bootstrap(name, entry.clone());
     Ok((old, entry))
-}
-
-fn save(lock: &mut LockFile, project: &Project, name: &str, entry: BootstrapEntry) {
-    lock.set_bootstrap(name, entry);
-    let containers = &project.config.containers;
-    lock.retain(|name| containers.contains_key(name));
-    if let Err(err) = lock.save() {
-        eprintln!("den: warning: {err:#}");
-    }
 }
 
 /// Verifies the archive, picks the packages (den.lock's when `pinned`),
