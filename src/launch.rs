@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::config::{Container, Network, Project};
 use crate::image::{Image, Store};
-use crate::userns::{self, Spec};
+use crate::userns::{self, Command, Mode, Spec};
 
 /// What to run and how, beyond the container's own settings.
 pub struct Request<'a> {
@@ -76,24 +76,19 @@ pub fn run(request: Request<'_>) -> Result<i32> {
     let spec = Spec {
         layers: image.layers.clone(),
         scratch: store.scratch_dir()?,
-        work: Some(request.project.root.clone()),
         cwd: working_dir(container, &request.project.root, request.cwd),
         argv,
         env: environment(&image, container, &environ, tty),
-        user: container.user,
         hostname: request.container.to_string(),
-        network,
-        ports: request.net.ports.clone(),
-        host_loopback: container.host_loopback,
-        tty,
-        layer_dir: None,
+        network: network.runtime(request.net.ports.clone(), container.host_loopback),
         binds,
-        run_files: Vec::new(),
-        output: None,
-        action: Default::default(),
-        fake_ownership: false,
         confinement: container.confinement,
-        preserved_fds: request.preserved_fds,
+        mode: Mode::Command(Command {
+            work: request.project.root.clone(),
+            user: container.user.into(),
+            tty,
+            preserved_fds: request.preserved_fds,
+        }),
     };
     userns::run(&spec)
 }

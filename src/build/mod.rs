@@ -163,8 +163,10 @@ impl Builder<'_> {
                 container: self.name,
                 workdir: self.container.workdir.as_deref(),
                 host_ca: self.container.host_ca,
-                network: self.container.network,
-                host_loopback: self.container.host_loopback,
+                network: self
+                    .container
+                    .network
+                    .runtime(Vec::new(), self.container.host_loopback),
                 confinement: self.container.confinement,
                 label: format!("step {}/{total}", index + 1),
             };

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 
-use crate::userns::{self, Spec};
+use crate::userns::{self, Mode, Spec};
 
 /// Lines of the live tail.
 const TAIL_LINES: usize = 6;
@@ -22,7 +22,9 @@ const KEPT_BYTES: usize = 4 << 20;
 pub fn run_relayed(mut spec: Spec) -> anyhow::Result<(i32, Vec<u8>)> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .context("creating the output pipe")?;
-    spec.output = Some(write.as_raw_fd());
+    if let Mode::BuildStep(step) = &mut spec.mode {
+        step.output = Some(write.as_raw_fd());
+    }
     let live = is_live();
     let mut relay = None;
     let code = userns::run_with(&spec, || {

@@ -12,11 +12,11 @@ use super::copy::{self, CopyInputs, CopySpec, StatCache, Watched};
 use super::record::{self, Record};
 use super::{capture, host, output, recipes};
 use crate::config::step::{Download, Text};
-use crate::config::{Step, StepKind, User};
+use crate::config::{Step, StepKind};
 use crate::image::Store;
 use crate::image::digest::Digest;
 use crate::image::lock::{FileLock, TempEntry, lock_exclusive_or_wait};
-use crate::userns::{self, Action, Bind, RUN_DEN, Spec};
+use crate::userns::{self, Action, Bind, BuildStep, Mode, RUN_DEN, Spec};
 
 /// Where copy steps see the project, read-only.
 const PROJECT_MOUNT: &str = "/run/den/project";
@@ -111,8 +111,7 @@ pub struct StepContext<'a> {
     pub container: &'a str,
     pub workdir: Option<&'a str>,
     pub host_ca: bool,
-    pub network: crate::config::Network,
-    pub host_loopback: bool,
+    pub network: userns::Network,
     pub confinement: crate::userns::Confinement,
     /// e.g. `step 2/5`.
     pub label: String,
@@ -302,24 +301,19 @@ fn run_in_container(
     let spec = Spec {
         layers,
         scratch: ctx.store.scratch_dir()?,
-        work: None,
         cwd: ctx.workdir.unwrap_or("/").to_string(),
         argv,
         env,
-        user: User::default(),
         hostname: ctx.container.to_string(),
-        network: ctx.network,
-        ports: Vec::new(),
-        host_loopback: ctx.host_loopback,
-        tty: false,
-        layer_dir: Some(layer_dir.to_path_buf()),
+        network: ctx.network.clone(),
         binds,
-        run_files,
-        output: None,
-        action,
-        fake_ownership: true,
         confinement: ctx.confinement,
-        preserved_fds: 0,
+        mode: Mode::BuildStep(BuildStep {
+            layer_dir: layer_dir.to_path_buf(),
+            run_files,
+            output: None,
+            action,
+        }),
     };
     let (code, captured) = output::run_relayed(spec)?;
     if code != 0 {

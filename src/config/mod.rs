@@ -205,6 +205,34 @@ pub struct User {
     pub gid: u32,
 }
 
+impl From<User> for crate::userns::User {
+    fn from(user: User) -> crate::userns::User {
+        crate::userns::User {
+            uid: user.uid,
+            gid: user.gid,
+        }
+    }
+}
+
+impl Network {
+    /// This network in the runtime's terms; `ports` and `host_loopback`
+    /// matter to `slirp` only.
+    pub fn runtime(
+        self,
+        ports: Vec<crate::net::PortSpec>,
+        host_loopback: bool,
+    ) -> crate::userns::Network {
+        match self {
+            Network::Slirp => crate::userns::Network::Slirp {
+                ports,
+                host_loopback,
+            },
+            Network::Host => crate::userns::Network::Host,
+            Network::None => crate::userns::Network::None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Command {
     pub container: String,

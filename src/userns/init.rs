@@ -16,8 +16,7 @@ use super::sys::{
     SignalSet, bring_loopback_up, close_all_except, close_fd, join_new_session_keyring,
     read_signal, wipe_environment,
 };
-use super::{EXIT_DEN_FAILED, HostIds, Launch, process, rootfs, slirp, tty};
-use crate::config::{Network, User};
+use super::{EXIT_DEN_FAILED, HostIds, Launch, Network, User, process, rootfs, slirp, tty};
 
 /// Signals den passes on to the command: the ones a user or a CI runner
 /// sends to stop, reload or resize a foreground job.
@@ -57,12 +56,12 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
         .context("setting the parent-death signal")?;
     let spec = launch.spec;
     keep_only_needed_descriptors(spec, channel, network.as_ref())?;
-    map_ids(launch.host, spec.user)?;
+    map_ids(launch.host, spec.user())?;
     hide_den()?;
     if let Some(network) = &network {
         slirp::create_and_send_tun(network)?;
     }
-    if spec.network != Network::Host {
+    if spec.network.is_own() {
         open_network_to_the_command(spec)?;
     }
     let signals = handled_signals()
@@ -73,22 +72,22 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
         bring_loopback_up().context("bringing up the loopback interface")?;
     }
     rustix::system::sethostname(spec.hostname.as_bytes()).context("setting the hostname")?;
-    let terminal = match spec.tty {
+    let terminal = match spec.tty() {
         true => Some(tty::open_in_container(launch.winsize)?),
         false => None,
     };
     // On init itself, so that the command and all it starts inherit it.
     // From here on init must not call chown or set*id (see seccomp/ownership.rs).
-    let fake_ownership = match spec.fake_ownership {
-        true => Some(FakeOwnership::install()?),
-        false => None,
+    let fake_ownership = match spec.build_step() {
+        Some(_) => Some(FakeOwnership::install()?),
+        None => None,
     };
     let command = process::spawn(launch, terminal.as_ref().map(|t| t.slave.as_c_str()))?;
     // The command has its copies.
     for fd in spec
-        .output
+        .output()
         .into_iter()
-        .chain(3..3 + spec.preserved_fds as RawFd)
+        .chain(3..3 + spec.preserved_fds() as RawFd)
     {
         close_fd(fd).context("closing the command's descriptors")?;
     }
@@ -110,8 +109,8 @@ fn keep_only_needed_descriptors(
 ) -> Result<()> {
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_fd().as_raw_fd()];
     keep.extend(network.map(|network| network.as_fd().as_raw_fd()));
-    keep.extend(spec.output);
-    keep.extend(3..3 + spec.preserved_fds as RawFd);
+    keep.extend(spec.output());
+    keep.extend(3..3 + spec.preserved_fds() as RawFd);
     close_all_except(&keep).context("closing den's descriptors")
 }
 
@@ -146,7 +145,7 @@ fn open_network_to_the_command(spec: &super::Spec) -> Result<()> {
     {
         sysctl("ip_unprivileged_port_start", "0".into())?;
     }
-    sysctl("ping_group_range", format!("{0} {0}", spec.user.gid))
+    sysctl("ping_group_range", format!("{0} {0}", spec.user().gid))
 }
 
 /// Maps the invoking host user (and group) to the container user. An

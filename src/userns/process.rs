@@ -13,8 +13,7 @@ use rustix::process::Pid;
 use super::sys::{
     Forked, SignalSet, close_on_exec_from, fork, keep_across_exec, reset_signal_disposition,
 };
-use super::{Action, Launch, Spec, confine};
-use crate::config::User;
+use super::{Action, Launch, Spec, User, confine};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Exit statuses of a shell for a command it cannot run.
@@ -59,7 +58,7 @@ fn exec(
     if let Err(err) = prepare(launch, terminal) {
         return (super::EXIT_DEN_FAILED, format!("{err:#}"));
     }
-    if let Action::Call(work) = &spec.action {
+    if let Some(Action::Call(work)) = spec.build_step().map(|step| &step.action) {
         return match work() {
             Ok(()) => std::process::exit(0),
             Err(err) => (1, format!("{err:#}")),
@@ -106,7 +105,7 @@ fn prepare(launch: &Launch<'_>, terminal: Option<&CStr>) -> Result<()> {
     // A session of its own: without a terminal, the command cannot push
     // input into den's terminal (TIOCSTI); with one, it gets job control.
     rustix::process::setsid().context("starting a session")?;
-    if let Some(output) = spec.output {
+    if let Some(output) = spec.output() {
         redirect_output(output).context("attaching the step's output")?;
     }
     if let Some(slave) = terminal {
@@ -117,9 +116,9 @@ fn prepare(launch: &Launch<'_>, terminal: Option<&CStr>) -> Result<()> {
         rustix::stdio::dup2_stdout(&fd).context("attaching the terminal")?;
         rustix::stdio::dup2_stderr(&fd).context("attaching the terminal")?;
     }
-    confine::confine(&spec.confinement, spec.user, launch.profile.as_deref())?;
+    confine::confine(&spec.confinement, spec.user(), launch.profile.as_deref())?;
     std::env::set_current_dir(&spec.cwd).with_context(|| format!("entering {}", spec.cwd))?;
-    pass_only_own_descriptors(spec.preserved_fds)
+    pass_only_own_descriptors(spec.preserved_fds())
 }
 
 /// 0, 1 and 2, and the descriptors passed on purpose, go with the exec;
@@ -176,7 +175,7 @@ fn environment(spec: &Spec) -> Vec<String> {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
     if !has(&env, "HOME") {
-        env.push(format!("HOME={}", home_of(spec.user)));
+        env.push(format!("HOME={}", home_of(spec.user())));
     }
     env
 }

@@ -21,9 +21,8 @@ use rustix::mount::{
     mount_remount, move_mount, open_tree, unmount,
 };
 
-use super::Spec;
 use super::sys::make_tree_read_only;
-use crate::config::Network;
+use super::{Network, Spec};
 
 /// Device nodes bound from the host: the set every program expects.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -91,9 +90,9 @@ fn take_host_parts(spec: &Spec) -> Result<HostParts> {
     // A fresh procfs must be created while a full host /proc is still
     // visible: the kernel refuses one that would reveal more than that.
     let proc = fresh_mount("proc", flags).context("mounting /proc for the new pid namespace")?;
-    let sys = match spec.network {
+    let sys = match &spec.network {
         // sysfs shows network devices, so a fresh one needs its own netns.
-        Network::None | Network::Slirp => {
+        Network::None | Network::Slirp { .. } => {
             fresh_mount("sysfs", flags | MountAttrFlags::MOUNT_ATTR_RDONLY)
         }
         Network::Host => {
@@ -101,7 +100,7 @@ fn take_host_parts(spec: &Spec) -> Result<HostParts> {
         }
     }
     .context("mounting /sys")?;
-    let work = match &spec.work {
+    let work = match spec.work() {
         Some(dir) => Some(
             take_tree(dir)
                 .with_context(|| format!("binding the project directory {}", dir.display()))?,
@@ -189,8 +188,8 @@ fn mount_overlay(spec: &Spec) -> Result<PathBuf> {
             .with_context(|| format!("creating {dir} in the scratch tmpfs"))?;
     }
     // A build step's upper is its future layer, on the store's disk.
-    let (upper, work) = match &spec.layer_dir {
-        Some(dir) => (dir.join("fs"), dir.join("work")),
+    let (upper, work) = match spec.build_step() {
+        Some(step) => (step.layer_dir.join("fs"), step.layer_dir.join("work")),
         None => (scratch.join("upper"), scratch.join("work")),
     };
     // Named before `lower_dirs` may change into the store's directory.
@@ -290,7 +289,8 @@ fn populate(spec: &Spec, host: HostParts) -> Result<()> {
         &format!("mode=0755,size={}", limits.run_den.tmpfs_option()),
         MountFlags::NOSUID | MountFlags::NODEV,
     )?;
-    for (name, contents) in &spec.run_files {
+    let run_files = spec.build_step().map(|step| &step.run_files[..]);
+    for (name, contents) in run_files.unwrap_or_default() {
         let path = format!("{RUN_DEN}/{name}");
         fs::write(&path, contents).with_context(|| format!("writing {path}"))?;
     }
@@ -298,7 +298,7 @@ fn populate(spec: &Spec, host: HostParts) -> Result<()> {
         attach_bind(tree, &target)?;
     }
     let etc = etc_files(spec, &host.resolv_conf, &host.hosts);
-    match spec.layer_dir {
+    match spec.build_step() {
         None => etc
             .iter()
             .try_for_each(|(path, contents)| replace_file(path, contents)),
@@ -468,13 +468,13 @@ fn etc_files(spec: &Spec, resolv_conf: &[u8], host_hosts: &[u8]) -> [(&'static s
         spec.hostname
     )
     .into_bytes();
-    let resolv_conf = match spec.network {
+    let resolv_conf = match &spec.network {
         Network::Host => {
             hosts.extend_from_slice(host_hosts);
             resolv_conf.to_vec()
         }
-        Network::Slirp => {
-            if spec.host_loopback {
+        Network::Slirp { host_loopback, .. } => {
+            if *host_loopback {
                 let line = format!("{}\t{}\n", crate::net::GATEWAY_ADDR, crate::net::HOST_NAME);
                 hosts.extend_from_slice(line.as_bytes());
             }

@@ -13,7 +13,6 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 
-use super::Spec;
 use super::channel::Channel;
 use crate::net::{self, NetHandle, NetOptions, Protocol, SocketFactory};
 
@@ -32,10 +31,10 @@ pub(super) struct DenSide {
 }
 
 /// den's half, and the channel end for init.
-pub(super) fn prepare(spec: &Spec) -> Result<(DenSide, Channel)> {
-    let ports = net::bind_ports(&spec.ports)?;
+pub(super) fn prepare(ports: &[net::PortSpec], host_loopback: bool) -> Result<(DenSide, Channel)> {
+    let ports = net::bind_ports(ports)?;
     let mut options = NetOptions::from_host()?;
-    options.host_loopback = spec.host_loopback;
+    options.host_loopback = host_loopback;
     let (channel, init_end) = super::channel::pair().context("creating the network channel")?;
     Ok((
         DenSide {

@@ -11,8 +11,7 @@ use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use super::channel::{self, Channel, Message};
 use super::init::{self, exit_code};
 use super::sys::{Forked, clone_into_namespaces, read_signal};
-use super::{EXIT_DEN_FAILED, HostIds, Launch, Spec, diagnose, seccomp, slirp, tty};
-use crate::config::Network;
+use super::{EXIT_DEN_FAILED, HostIds, Launch, Network, Spec, diagnose, seccomp, slirp, tty};
 
 pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     let host = HostIds {
@@ -22,7 +21,11 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     let launch = Launch {
         spec,
         host,
-        winsize: if spec.tty { tty::host_winsize() } else { None },
+        winsize: if spec.tty() {
+            tty::host_winsize()
+        } else {
+            None
+        },
         profile: match spec.confinement.seccomp {
             true => seccomp::default_profile(spec.confinement.caps)?,
             false => None,
@@ -32,9 +35,12 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     handled.block().context("blocking signals")?;
     let signals = handled.signalfd().context("creating a signalfd")?;
     let (den_end, init_end) = channel::pair().context("creating the init channel")?;
-    let (network, network_init_end) = match spec.network {
-        Network::Slirp => {
-            let (den_side, init_side) = slirp::prepare(spec)?;
+    let (network, network_init_end) = match &spec.network {
+        Network::Slirp {
+            ports,
+            host_loopback,
+        } => {
+            let (den_side, init_side) = slirp::prepare(ports, *host_loopback)?;
             (Some(den_side), Some(init_side))
         }
         _ => (None, None),
@@ -62,7 +68,7 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
         None => None,
     };
     started();
-    let code = if spec.tty {
+    let code = if spec.tty() {
         attend_terminal(init, &den_end, &signals)
     } else {
         wait_forwarding(init, &signals).and_then(|code| check_setup(code, &den_end))
@@ -93,7 +99,7 @@ fn namespace_flags(spec: &Spec) -> libc::c_int {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC;
-    if spec.network != Network::Host {
+    if spec.network.is_own() {
         flags |= libc::CLONE_NEWNET;
     }
     flags

@@ -13,11 +13,10 @@ use anyhow::{Context, Result, bail};
 use super::Target;
 use super::resolve::Package;
 use crate::build::{capture, output};
-use crate::config::{Network, User};
 use crate::image::Store;
 use crate::image::lock::TempEntry;
 use crate::image::{fsx, parallel};
-use crate::userns::{self, Action, Bind, Spec};
+use crate::userns::{self, Action, Bind, BuildStep, Mode, Network, Spec};
 
 /// Where the container sees the cached .debs.
 const DEBS_MOUNT: &str = "/run/den/debs";
@@ -124,28 +123,23 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
     let spec = Spec {
         layers: Vec::new(),
         scratch: store.scratch_dir()?,
-        work: None,
         cwd: "/".to_string(),
         argv,
         env,
-        user: User::default(),
         hostname: "bootstrap".to_string(),
         network: Network::None,
-        ports: Vec::new(),
-        host_loopback: false,
-        tty: false,
-        layer_dir: Some(layer_dir.to_path_buf()),
         binds: vec![Bind {
             source: cache.to_path_buf(),
             target: DEBS_MOUNT.into(),
             read_only: true,
         }],
-        run_files: Vec::new(),
-        output: None,
-        action: Action::Exec,
-        fake_ownership: true,
         confinement: Default::default(),
-        preserved_fds: 0,
+        mode: Mode::BuildStep(BuildStep {
+            layer_dir: layer_dir.to_path_buf(),
+            run_files: Vec::new(),
+            output: None,
+            action: Action::Exec,
+        }),
     };
     let (code, captured) = output::run_relayed(spec)?;
     if code != 0 {
