@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
+use crate::context::{Context, Env};
 use crate::config::Network;
 
 #[derive(Parser, Debug)]
@@ -154,10 +155,11 @@ impl From<NetworkArg> for Network {
 /// or 125 when den itself fails (as Docker and Podman do).
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    let ctx = &Context::new(Env::read());
     let result = match cli.command.unwrap_or(Command::List) {
         Command::Run { net, command, args } => {
             let fds = net.preserve_fds;
-            commands::run::execute(&command, args, net.choice(), fds)
+            commands::run::execute(ctx, &command, args, net.choice(), fds)
         }
         Command::Exec {
             net,
@@ -165,29 +167,29 @@ pub fn main() -> i32 {
             argv,
         } => {
             let fds = net.preserve_fds;
-            commands::exec::execute(&container, argv, net.choice(), fds)
+            commands::exec::execute(ctx, &container, argv, net.choice(), fds)
         }
         Command::Shell { net, container } => {
             let fds = net.preserve_fds;
-            commands::shell::execute(container.as_deref(), net.choice(), fds)
+            commands::shell::execute(ctx, container.as_deref(), net.choice(), fds)
         }
         Command::List => commands::list::execute(),
-        Command::Build { force, containers } => commands::build::execute(&containers, force),
+        Command::Build { force, containers } => commands::build::execute(ctx, &containers, force),
         Command::Pull {
             platform,
             quiet,
             reference,
-        } => commands::pull::execute(&reference, platform.as_deref(), quiet),
+        } => commands::pull::execute(ctx, &reference, platform.as_deref(), quiet),
         Command::Login {
             username,
             password_stdin,
             registry,
-        } => commands::login::execute(&registry, username.as_deref(), password_stdin),
+        } => commands::login::execute(ctx, &registry, username.as_deref(), password_stdin),
         Command::Logout { registry } => commands::logout::execute(&registry),
-        Command::Update { containers } => commands::update::execute(&containers),
-        Command::Images => commands::images::execute(),
-        Command::Rmi { images } => commands::rmi::execute(&images),
-        Command::Gc { dry_run } => commands::gc::execute(dry_run),
+        Command::Update { containers } => commands::update::execute(ctx, &containers),
+        Command::Images => commands::images::execute(ctx),
+        Command::Rmi { images } => commands::rmi::execute(ctx, &images),
+        Command::Gc { dry_run } => commands::gc::execute(ctx, dry_run),
     };
     match result {
         Ok(code) => code,

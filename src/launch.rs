@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use crate::config::{Container, Network, Project};
-use crate::image::{Image, Store};
+use crate::context::Context;
+use crate::image::Image;
 use crate::userns::{self, Command, Mode, Spec};
 
 /// What to run and how, beyond the container's own settings.
@@ -34,7 +35,7 @@ pub struct NetChoice {
 }
 
 /// Runs the request and returns the command's exit status.
-pub fn run(request: Request<'_>) -> Result<i32> {
+pub fn run(ctx: &Context, request: Request<'_>) -> Result<i32> {
     let container = request
         .project
         .config
@@ -42,13 +43,13 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         .get(request.container)
         .with_context(|| format!("den.yaml has no container `{}`", request.container))?;
     check_preserved_fds(request.preserved_fds)?;
-    let store = Store::open_default()?;
+    let store = ctx.store()?;
     // Held until the container exits: `den gc` must not remove its
     // layers. Close-on-exec: no program in the container inherits it
     // (the container's init, a clone of den, holds a copy until it ends).
     let _store_lock = store.lock_shared()?;
     let image = crate::build::image(
-        &store,
+        ctx,
         request.project,
         request.container,
         crate::build::Options::default(),
@@ -64,10 +65,11 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         );
     }
     let tty = userns::stdio_is_terminal();
-    let mut environ = crate::build::proxy_env();
+    let terminal = tty.then(|| ctx.env.term.as_deref().unwrap_or("xterm"));
+    let mut environ = crate::build::proxy_env(&ctx.env.proxies);
     let mut binds = Vec::new();
     if container.host_ca
-        && let Some((bind, vars)) = crate::build::ca_bind_and_env()
+        && let Some((bind, vars)) = crate::build::ca_bind_and_env(ctx.env.ssl_cert_file.as_deref())
     {
         binds.push(bind);
         environ.extend(vars);
@@ -78,7 +80,7 @@ pub fn run(request: Request<'_>) -> Result<i32> {
         scratch: store.scratch_dir()?,
         cwd: working_dir(container, &request.project.root, request.cwd),
         argv,
-        env: environment(&image, container, &environ, tty),
+        env: environment(&image, container, &environ, terminal),
         hostname: request.container.to_string(),
         network: network.runtime(request.net.ports.clone(), container.host_loopback),
         binds,
@@ -135,13 +137,14 @@ fn working_dir(container: &Container, root: &Path, cwd: &Path) -> String {
 }
 
 /// A clean environment: the image's, then the container's, then the
-/// request's; TERM only when the command gets a terminal. PATH and HOME
+/// request's; TERM (`terminal`: den's own, else xterm) only when the
+/// command gets a terminal. PATH and HOME
 /// are filled in by the runtime when nothing sets them.
 fn environment(
     image: &Image,
     container: &Container,
     extra: &[(String, String)],
-    tty: bool,
+    terminal: Option<&str>,
 ) -> Vec<String> {
     let mut env: Vec<(String, String)> = image
         .config
@@ -152,12 +155,8 @@ fn environment(
             None => (entry.clone(), String::new()),
         })
         .collect();
-    if tty {
-        set(
-            &mut env,
-            "TERM",
-            std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
-        );
+    if let Some(term) = terminal {
+        set(&mut env, "TERM", term.to_string());
     }
     for (name, value) in container
         .environ
@@ -249,16 +248,16 @@ mod tests {
             &image(&["PATH=/img/bin", "A=image"]),
             &container(None),
             &extra,
-            false,
+            None,
         );
         assert_eq!(env, ["PATH=/img/bin", "A=container", "B=command"]);
     }
 
     #[test]
     fn term_only_with_a_terminal() {
-        let env = environment(&image(&[]), &container(None), &[], true);
+        let env = environment(&image(&[]), &container(None), &[], Some("xterm"));
         assert!(env.iter().any(|e| e.starts_with("TERM=")));
-        let env = environment(&image(&[]), &container(None), &[], false);
+        let env = environment(&image(&[]), &container(None), &[], None);
         assert!(!env.iter().any(|e| e.starts_with("TERM=")));
     }
 }

@@ -10,6 +10,7 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod image;
 pub mod launch;
 pub mod net;

@@ -5,20 +5,20 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 use sha2::{Digest as _, Sha256};
 
-use super::host::cache_dir;
 use crate::config::step::Download;
+use crate::context::Context;
 use crate::image::digest::to_hex;
 use crate::image::lock::TempEntry;
 
 const ATTEMPTS: u32 = 3;
 
 /// The verified file, fetching it if the cache lacks it.
-pub fn fetch(download: &Download) -> Result<PathBuf> {
-    let agent = crate::image::registry::download_agent(&download.url)?;
-    let dir = cache_dir("downloads/sha256")?;
+pub fn fetch(ctx: &Context, download: &Download) -> Result<PathBuf> {
+    let agent = crate::image::registry::download_agent(&download.url, &ctx.env.proxies)?;
+    let dir = ctx.cache()?.downloads()?;
     let hint = "den.yaml expects";
     fetch_verified(
         &agent,

@@ -30,7 +30,7 @@ mod recipes;
 mod record;
 mod step;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 pub use gc::collect_garbage;
 pub use host::{ca_bind_and_env, proxy_env};
@@ -39,6 +39,7 @@ use self::copy::StatCache;
 use self::record::{Head, Record};
 use self::step::Parent;
 use crate::config::{Base, Container, Project};
+use crate::context::Context;
 use crate::image::digest::Digest;
 use crate::image::lock::lock_exclusive_or_wait;
 use crate::image::{Image, Store};
@@ -51,7 +52,8 @@ pub struct Options {
 
 /// The image container `name` runs: its base with its setup steps
 /// built, building what is missing.
-pub fn image(store: &Store, project: &Project, name: &str, options: Options) -> Result<Image> {
+pub fn image(ctx: &Context, project: &Project, name: &str, options: Options) -> Result<Image> {
+    let store = ctx.store()?;
     let container = project
         .config
         .containers
@@ -60,8 +62,8 @@ pub fn image(store: &Store, project: &Project, name: &str, options: Options) -> 
     let base = match &container.from {
         Base::Image(source) => crate::base::image(store, project, name, source)?,
         // `--force` is for the named container; its base is reused.
-        Base::Container(parent) => image(store, project, parent, Options::default())?,
-        Base::Bootstrap(bootstrap) => bootstrap::image(store, project, name, bootstrap)?,
+        Base::Container(parent) => image(ctx, project, parent, Options::default())?,
+        Base::Bootstrap(bootstrap) => bootstrap::image(ctx, project, name, bootstrap)?,
     };
     if container.setup.is_empty() {
         return Ok(base);
@@ -74,6 +76,7 @@ pub fn image(store: &Store, project: &Project, name: &str, options: Options) -> 
         return Ok(image);
     }
     let builder = Builder {
+        ctx,
         store,
         project,
         name,
@@ -128,6 +131,7 @@ fn built_image(store: &Store, base: &Image, key: &Digest, record: Record) -> Ima
 }
 
 struct Builder<'a> {
+    ctx: &'a Context,
     store: &'a Store,
     project: &'a Project,
     name: &'a str,
@@ -158,6 +162,7 @@ impl Builder<'_> {
         let total = self.container.setup.len();
         for (index, step) in self.container.setup.iter().enumerate() {
             let ctx = step::StepContext {
+                ctx: self.ctx,
                 store,
                 project_root: &self.project.root,
                 container: self.name,

@@ -17,15 +17,14 @@ const TAIL_LINES: usize = 6;
 const KEPT_BYTES: usize = 4 << 20;
 
 /// Runs `spec` (its `output` is set here) with its output relayed to
-/// stderr; returns the exit code and what it wrote, kept for printing
-/// should it have failed.
-pub fn run_relayed(mut spec: Spec) -> anyhow::Result<(i32, Vec<u8>)> {
+/// stderr, as a live tail when `live` (a terminal); returns the exit code
+/// and what it wrote, kept for printing should it have failed.
+pub fn run_relayed(mut spec: Spec, live: bool) -> anyhow::Result<(i32, Vec<u8>)> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .context("creating the output pipe")?;
     if let Mode::BuildStep(step) = &mut spec.mode {
         step.output = Some(write.as_raw_fd());
     }
-    let live = is_live();
     let mut relay = None;
     let code = userns::run_with(&spec, || {
         drop(write);
@@ -43,11 +42,6 @@ pub fn print_captured(captured: &[u8]) {
     let mut stderr = io::stderr().lock();
     let _ = stderr.write_all(captured);
     let _ = stderr.flush();
-}
-
-/// Whether build output is shown live on a terminal.
-pub fn is_live() -> bool {
-    rustix::termios::isatty(rustix::stdio::stderr())
 }
 
 /// Reads the step's output until every writer has closed it. Call only

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use super::host::cache_dir;
+use crate::context::Cache;
 use super::layers;
 use crate::config::step::{Npm, Pip};
 use crate::userns::{Bind, RUN_DEN};
@@ -56,7 +56,7 @@ fn detect(layers: &[PathBuf]) -> Option<Manager> {
 }
 
 /// `install: [packages]` for the image made of `layers`.
-pub fn install(layers: &[PathBuf], packages: &[String]) -> Result<Recipe> {
+pub fn install(layers: &[PathBuf], packages: &[String], cache: &Cache) -> Result<Recipe> {
     let Some(manager) = detect(layers) else {
         bail!(
             "`install` needs apt-get, apk or dnf in the image, and it has none; \
@@ -65,7 +65,7 @@ pub fn install(layers: &[PathBuf], packages: &[String]) -> Result<Recipe> {
     };
     let system = format!("{}-{}", layers::os_name(layers), std::env::consts::ARCH);
     let list = quote_all(packages);
-    let cache = cache_dir(&format!("{}/{system}", manager.cache_name()))?;
+    let cache = cache.packages(&format!("{}/{system}", manager.cache_name()))?;
     let target = format!("{RUN_DEN}/cache/{}", manager.cache_name());
     let mut recipe = Recipe {
         binds: vec![Bind {
@@ -138,8 +138,8 @@ fn apt_conf(cache: &str) -> String {
 /// `pip`: into `venv` (created when missing) or the system's Python,
 /// which Debian marks externally managed (PEP 668); in a container
 /// image that protection has nothing to protect.
-pub fn pip(pip: &Pip, requirements: Option<Vec<u8>>) -> Result<Recipe> {
-    let (bind, target) = shared_cache("pip")?;
+pub fn pip(pip: &Pip, requirements: Option<Vec<u8>>, cache: &Cache) -> Result<Recipe> {
+    let (bind, target) = shared_cache("pip", cache)?;
     let mut args = quote_all(&pip.packages);
     let mut run_files = Vec::new();
     if let Some(bytes) = requirements {
@@ -178,10 +178,10 @@ pub fn pip(pip: &Pip, requirements: Option<Vec<u8>>) -> Result<Recipe> {
 
 /// A cache shared by all projects, bound at /run/den/cache/<kind>; also
 /// returns that path.
-fn shared_cache(kind: &str) -> Result<(Bind, String)> {
+fn shared_cache(kind: &str, cache: &Cache) -> Result<(Bind, String)> {
     let target = format!("{RUN_DEN}/cache/{kind}");
     let bind = Bind {
-        source: cache_dir(kind)?,
+        source: cache.packages(kind)?,
         target: target.clone(),
         read_only: false,
     };
@@ -189,8 +189,8 @@ fn shared_cache(kind: &str) -> Result<(Bind, String)> {
 }
 
 /// `npm ci` in `dir` with the project's package.json and lock file.
-pub fn npm(npm: &Npm, package: Vec<u8>, lock: Vec<u8>) -> Result<Recipe> {
-    let (bind, target) = shared_cache("npm")?;
+pub fn npm(npm: &Npm, package: Vec<u8>, lock: Vec<u8>, cache: &Cache) -> Result<Recipe> {
+    let (bind, target) = shared_cache("npm", cache)?;
     let dir = quote(&npm.dir);
     let script = format!(
         "mkdir -p {dir}\ncat {RUN_DEN}/package.json > {dir}/package.json\n\

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use super::copy::{self, CopyInputs, CopySpec, StatCache, Watched};
 use super::record::{self, Record};
 use super::{capture, host, output, recipes};
 use crate::config::step::{Download, Text};
 use crate::config::{Step, StepKind};
+use crate::context::Context;
 use crate::image::Store;
 use crate::image::digest::Digest;
 use crate::image::lock::{FileLock, TempEntry, lock_exclusive_or_wait};
@@ -106,6 +107,7 @@ impl Planned<'_> {
 
 /// Everything a step runs with besides itself.
 pub struct StepContext<'a> {
+    pub ctx: &'a Context,
     pub store: &'a Store,
     pub project_root: &'a Path,
     pub container: &'a str,
@@ -219,7 +221,7 @@ fn run_in_container(
     let mut env = parent.env.clone();
     set_env(&mut env, "DEBIAN_FRONTEND", "noninteractive");
     set_env(&mut env, "APT_CONFIG", &format!("{RUN_DEN}/apt.conf"));
-    for (name, value) in host::proxy_env() {
+    for (name, value) in host::proxy_env(&ctx.ctx.env.proxies) {
         set_env(&mut env, &name, &value);
     }
     let mut run_files = vec![(
@@ -228,7 +230,7 @@ fn run_in_container(
     )];
     let mut binds = Vec::new();
     if ctx.host_ca
-        && let Some((bind, vars)) = host::ca_bind_and_env()
+        && let Some((bind, vars)) = host::ca_bind_and_env(ctx.ctx.env.ssl_cert_file.as_deref())
     {
         binds.push(bind);
         for (name, value) in vars {
@@ -241,9 +243,11 @@ fn run_in_container(
     let mut recipe = None;
     match (&step.kind, &planned.data) {
         (StepKind::Run(script), _) => argv = shell(script),
-        (StepKind::Install(packages), _) => recipe = Some(recipes::install(&layers, packages)?),
+        (StepKind::Install(packages), _) => {
+            recipe = Some(recipes::install(&layers, packages, &ctx.ctx.cache()?)?)
+        }
         (StepKind::Pip(pip), Data::Pip(requirements)) => {
-            recipe = Some(recipes::pip(pip, requirements.clone())?);
+            recipe = Some(recipes::pip(pip, requirements.clone(), &ctx.ctx.cache()?)?);
             if let Some(venv) = &pip.venv {
                 let path = env_value(&record.env, "PATH").unwrap_or(userns::DEFAULT_PATH);
                 let path = format!("{venv}/bin:{path}");
@@ -252,7 +256,12 @@ fn run_in_container(
             }
         }
         (StepKind::Npm(npm), Data::Npm(package, lock)) => {
-            recipe = Some(recipes::npm(npm, package.clone(), lock.clone())?)
+            recipe = Some(recipes::npm(
+                npm,
+                package.clone(),
+                lock.clone(),
+                &ctx.ctx.cache()?,
+            )?)
         }
         (StepKind::Copy(spec), Data::Copy(inputs)) => {
             binds.push(Bind {
@@ -267,7 +276,7 @@ fn run_in_container(
         }
         (StepKind::Download(download), _) => {
             binds.push(Bind {
-                source: super::download::fetch(download)?,
+                source: super::download::fetch(ctx.ctx, download)?,
                 target: DOWNLOAD_MOUNT.into(),
                 read_only: true,
             });
@@ -315,7 +324,7 @@ fn run_in_container(
             action,
         }),
     };
-    let (code, captured) = output::run_relayed(spec)?;
+    let (code, captured) = output::run_relayed(spec, ctx.ctx.terminal)?;
     if code != 0 {
         return Err(failed(ctx, step, code, &captured));
     }

@@ -4,14 +4,13 @@
 use anyhow::Result;
 
 use crate::build::{self, Options};
-use crate::image::Store;
+use crate::context::Context;
 
-pub fn execute(containers: &[String], force: bool) -> Result<i32> {
+pub fn execute(ctx: &Context, containers: &[String], force: bool) -> Result<i32> {
     let (project, _) = super::current_project()?;
     let names = super::selected_containers(&project, containers)?;
-    let store = Store::open_default()?;
     for name in &names {
-        let image = build::image(&store, &project, name, Options { force })?;
+        let image = build::image(ctx, &project, name, Options { force })?;
         println!("{name}: {}", image.id);
     }
     Ok(0)

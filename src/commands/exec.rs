@@ -2,9 +2,11 @@
 
 use anyhow::Result;
 
+use crate::context::Context;
 use crate::launch::{self, NetChoice, Request};
 
 pub fn execute(
+    ctx: &Context,
     container: &str,
     argv: Vec<String>,
     net: NetChoice,
@@ -12,13 +14,16 @@ pub fn execute(
 ) -> Result<i32> {
     let (project, cwd) = super::current_project()?;
     super::check_container(&project, container)?;
-    launch::run(Request {
-        project: &project,
-        container,
-        argv,
-        environ: Vec::new(),
-        net,
-        cwd: &cwd,
-        preserved_fds,
-    })
+    launch::run(
+        ctx,
+        Request {
+            project: &project,
+            container,
+            argv,
+            environ: Vec::new(),
+            net,
+            cwd: &cwd,
+            preserved_fds,
+        },
+    )
 }

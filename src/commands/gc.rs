@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 
-use crate::image::Store;
+use crate::context::Context;
 
-pub fn execute(dry_run: bool) -> Result<i32> {
-    let store = Store::open_default()?;
+pub fn execute(ctx: &Context, dry_run: bool) -> Result<i32> {
+    let store = ctx.store()?;
     let report = store.gc(dry_run, &|store, report| {
         crate::build::collect_garbage(store, dry_run, report)
     })?;

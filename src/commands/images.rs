@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 
-use crate::image::Store;
+use crate::context::Context;
 use crate::image::progress::human_size;
 
-pub fn execute() -> Result<i32> {
-    let store = Store::open_default()?;
+pub fn execute(ctx: &Context) -> Result<i32> {
+    let store = ctx.store()?;
     let images = store.list_images()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

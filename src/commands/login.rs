@@ -5,14 +5,20 @@
 
 use std::io::{Read, Write};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 use rustix::termios::{
     LocalModes, OptionalActions, SpecialCodeIndex, Termios, isatty, tcgetattr, tcsetattr,
 };
 
+use crate::context::Context;
 use crate::image::registry::login;
 
-pub fn execute(registry: &str, username: Option<&str>, password_stdin: bool) -> Result<i32> {
+pub fn execute(
+    ctx: &Context,
+    registry: &str,
+    username: Option<&str>,
+    password_stdin: bool,
+) -> Result<i32> {
     let host = login::registry_host(registry)?;
     let terminal = isatty(rustix::stdio::stdin());
     let username = match username {
@@ -47,7 +53,7 @@ pub fn execute(registry: &str, username: Option<&str>, password_stdin: bool) -> 
     if password.is_empty() {
         bail!("the password is empty");
     }
-    login::verify(&host, &username, &password)
+    login::verify(&host, &username, &password, &ctx.store_environment())
         .with_context(|| format!("cannot log in to {host}"))?;
     let place = login::save(&host, &username, &password)
         .with_context(|| format!("cannot save the credentials for {host}"))?;

@@ -7,27 +7,28 @@
 //! last line, on stdout, is `pulled <ref> <manifest digest>`; `--quiet`
 //! prints only that one. See `image::progress`.
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
+use crate::context::Context;
 use crate::image::progress::{Reporter, explain_disk_full};
 use crate::image::registry::Reference;
-use crate::image::{Platform, Store};
+use crate::image::Platform;
 
-pub fn execute(reference: &str, platform: Option<&str>, quiet: bool) -> Result<i32> {
+pub fn execute(ctx: &Context, reference: &str, platform: Option<&str>, quiet: bool) -> Result<i32> {
     let parsed = Reference::parse(reference)
         .map_err(|reason| anyhow::anyhow!("`{reference}` is not an image reference: {reason}"))?;
     let wanted = match platform {
         Some(text) => Platform::parse(text).map_err(anyhow::Error::msg)?,
         None => Platform::host(),
     };
-    let store = Store::open_default()?;
-    let reporter = Reporter::for_pull(quiet);
+    let store = ctx.store()?;
+    let reporter = Reporter::for_pull(quiet, ctx.terminal);
     reporter.line(&format!("resolving {parsed}"));
     let pulled = store.pull(&parsed, &wanted, &|event| reporter.event(event));
     // Bars gone before the error (if any) is printed.
     reporter.clear();
     let pulled = pulled
-        .map_err(|err| explain_disk_full(err, &store))
+        .map_err(|err| explain_disk_full(err, store))
         .with_context(|| format!("cannot pull `{parsed}`"))?;
     // den may fork into user namespaces after a pull: nothing may be left running.
     let single = crate::image::settle_threads();

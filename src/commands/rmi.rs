@@ -4,10 +4,10 @@
 
 use anyhow::Result;
 
-use crate::image::Store;
+use crate::context::Context;
 
-pub fn execute(images: &[String]) -> Result<i32> {
-    let store = Store::open_default()?;
+pub fn execute(ctx: &Context, images: &[String]) -> Result<i32> {
+    let store = ctx.store()?;
     let mut failed = false;
     for image in images {
         match store.remove_image(image) {

@@ -3,9 +3,11 @@
 use anyhow::{Result, bail};
 
 use crate::config::Run;
+use crate::context::Context;
 use crate::launch::{self, NetChoice, Request};
 
 pub fn execute(
+    ctx: &Context,
     name: &str,
     args: Vec<String>,
     mut net: NetChoice,
@@ -29,19 +31,22 @@ pub fn execute(
     };
     net.network = net.network.or(command.network);
     net.ports.splice(0..0, command.ports.iter().cloned());
-    launch::run(Request {
-        project: &project,
-        container: &command.container,
-        argv,
-        environ: command
-            .environ
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        net,
-        cwd: &cwd,
-        preserved_fds,
-    })
+    launch::run(
+        ctx,
+        Request {
+            project: &project,
+            container: &command.container,
+            argv,
+            environ: command
+                .environ
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            net,
+            cwd: &cwd,
+            preserved_fds,
+        },
+    )
 }
 
 fn unknown_command<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {

@@ -7,26 +7,27 @@ use anyhow::Result;
 
 use crate::base::{self, Pins};
 use crate::config::Base;
+use crate::context::Context;
 use crate::image::{Source, Store};
 
-pub fn execute(containers: &[String]) -> Result<i32> {
+pub fn execute(ctx: &Context, containers: &[String]) -> Result<i32> {
     let (project, _) = super::current_project()?;
     let names = super::selected_containers(&project, containers)?;
-    let store = Store::open_default()?;
+    let store = ctx.store()?;
     let mut pins = Pins::load(&project)?;
     let mut result = Ok(());
     for name in &names {
         let from = &project.config.containers[name.as_str()].from;
         let line = match from {
             Base::Image(source) => match base::pinnable(source) {
-                Some(reference) => update_registry(&store, &mut pins, name, reference),
+                Some(reference) => update_registry(store, &mut pins, name, reference),
                 None if matches!(source, Source::Registry(_)) => {
                     Ok(format!("{name}: pinned by digest in den.yaml ({from})"))
                 }
                 None => Ok(format!("{name}: not a registry image ({from})")),
             },
             Base::Bootstrap(bootstrap) => {
-                update_bootstrap(&store, &project, name, bootstrap, &mut pins)
+                update_bootstrap(ctx, &project, name, bootstrap, &mut pins)
             }
             Base::Container(_) => Ok(format!("{name}: not a registry image ({from})")),
         };
@@ -62,13 +63,13 @@ fn update_registry(
 
 /// Re-resolves a bootstrapped system; says how its packages changed.
 fn update_bootstrap(
-    store: &Store,
+    ctx: &Context,
     project: &crate::config::Project,
     name: &str,
     bootstrap: &crate::config::Bootstrap,
     pins: &mut Pins,
 ) -> Result<String> {
-    let (old, new) = crate::build::bootstrap::update(store, project, name, bootstrap, pins)?;
+    let (old, new) = crate::build::bootstrap::update(ctx, project, name, bootstrap, pins)?;
     let count = new.packages.len();
     let Some(old) = old.filter(|old| old.bootstrap == new.bootstrap) else {
         return Ok(format!(

@@ -1,5 +1,6 @@
 //! den's own settings, per user: `$DEN_CONFIG`, else
-//! `$XDG_CONFIG_HOME/den/config.yaml` (`~/.config/den/config.yaml`).
+//! `$XDG_CONFIG_HOME/den/config.yaml` (`~/.config/den/config.yaml`);
+//! `crate::context` decides which file and when to read it.
 //! Read only when a registry is contacted or layers are unpacked, never
 //! on the way to a run of an image already in the store.
 
@@ -23,27 +24,26 @@ pub struct Settings {
     pub max_unpacked_size: Option<u64>,
 }
 
-/// The settings file's path, whether it exists or not.
-pub fn path() -> Option<PathBuf> {
-    match std::env::var_os("DEN_CONFIG") {
-        Some(file) if !file.is_empty() => Some(PathBuf::from(file)),
-        _ => directories::BaseDirs::new()
-            .map(|dirs| dirs.config_dir().join("den").join("config.yaml")),
-    }
+/// The settings file when `$DEN_CONFIG` does not name one (the context
+/// reads that): `$XDG_CONFIG_HOME/den/config.yaml`.
+pub fn default_path() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|dirs| dirs.config_dir().join("den").join("config.yaml"))
 }
 
-/// Reads the settings; a missing file means the defaults.
-pub fn load() -> Result<Settings, ConfigError> {
-    let Some(file) = path() else {
-        return Ok(Settings::default());
-    };
-    let bytes = match fs::read(&file) {
+/// Reads the settings in `file`; a missing file means the defaults.
+pub fn load(file: &Path) -> Result<Settings, ConfigError> {
+    let bytes = match fs::read(file) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Settings::default()),
-        Err(err) => return Err(ConfigError::Io { path: file, err }),
+        Err(err) => {
+            return Err(ConfigError::Io {
+                path: file.to_path_buf(),
+                err,
+            });
+        }
     };
-    let text = yaml::utf8(&bytes).map_err(|issue| issue.into_error(&file))?;
-    parse(text, &file)
+    let text = yaml::utf8(&bytes).map_err(|issue| issue.into_error(file))?;
+    parse(text, file)
 }
 
 /// Checks the settings file's `text` (`file` names it in messages).

@@ -20,7 +20,6 @@ use super::lock::{self, TempEntry};
 use super::parallel;
 use super::store::Store;
 use super::unpack;
-use crate::config::settings;
 
 /// At most this many layers are unpacked at once.
 const MAX_WORKERS: usize = 4;
@@ -112,7 +111,7 @@ pub fn ensure_all(
     // Read only now: a run whose layers are all in reads no settings.
     let limit = match missing.is_empty() {
         true => None,
-        false => UnpackLimit::from_settings()?,
+        false => UnpackLimit::from_settings(store)?,
     };
     let sizes = parallel::try_map(&missing, source.workers(), |layer| {
         ensure(store, source, layer, limit.as_ref(), progress)
@@ -139,13 +138,14 @@ struct UnpackLimit {
 }
 
 impl UnpackLimit {
-    fn from_settings() -> anyhow::Result<Option<UnpackLimit>> {
-        let Some(max) = settings::load()?.max_unpacked_size else {
+    fn from_settings(store: &Store) -> anyhow::Result<Option<UnpackLimit>> {
+        let settings = store.environment().settings()?;
+        let Some(max) = settings.max_unpacked_size else {
             return Ok(None);
         };
         Ok(Some(UnpackLimit {
             max,
-            file: settings::path().unwrap_or_default(),
+            file: settings.file,
             used: AtomicU64::new(0),
         }))
     }

@@ -45,6 +45,7 @@
 
 mod chunks;
 pub(crate) mod digest;
+mod environment;
 pub(crate) mod fsx;
 mod gc;
 mod implicit;
@@ -65,6 +66,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use environment::{Environment, Proxies, Settings, SettingsLoader};
 pub(crate) use gc::remove_file;
 pub use gc::{GcReport, Listed};
 pub use layer::{Event, LayerBlob};

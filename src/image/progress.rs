@@ -20,7 +20,7 @@
 //! the reporter finishes or is dropped.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -59,12 +59,12 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// For `den pull`: bars on a terminal, else lines on stdout;
-    /// `--quiet` keeps only the `pulled` line.
-    pub fn for_pull(quiet: bool) -> Reporter {
+    /// For `den pull`: bars where `bars` (a capable terminal), else lines
+    /// on stdout; `--quiet` keeps only the `pulled` line.
+    pub fn for_pull(quiet: bool, bars: bool) -> Reporter {
         let mode = if quiet {
             Mode::Quiet
-        } else if bars_possible() {
+        } else if bars {
             Mode::Bars(Bars::new())
         } else {
             Mode::Lines(Stream::Stdout)
@@ -76,8 +76,8 @@ impl Reporter {
     }
 
     /// For a pull `den run`/`exec` does by itself: everything on stderr.
-    pub fn implicit() -> Reporter {
-        let mode = if bars_possible() {
+    pub fn implicit(bars: bool) -> Reporter {
+        let mode = if bars {
             Mode::Bars(Bars::new())
         } else {
             Mode::Lines(Stream::Stderr)
@@ -131,13 +131,6 @@ impl Drop for Reporter {
     fn drop(&mut self) {
         self.clear();
     }
-}
-
-/// Bars need stderr to be a terminal that can move the cursor (indicatif
-/// hides them when `TERM` is unset or `dumb`; then lines it is).
-fn bars_possible() -> bool {
-    std::io::stderr().is_terminal()
-        && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb")
 }
 
 fn print_line(stream: Stream, text: &str) {
@@ -283,7 +276,7 @@ impl Store {
         reference: &Reference,
         wanted: &Wanted,
     ) -> anyhow::Result<Pulled> {
-        let reporter = Reporter::implicit();
+        let reporter = Reporter::implicit(self.environment().bars);
         reporter.line(&format!("resolving {reference}"));
         let pulled = self
             .pull(reference, wanted, &|event| reporter.event(event))

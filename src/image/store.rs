@@ -5,11 +5,11 @@ use std::fs::{self, DirBuilder};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::Source;
 use super::digest::Digest;
 use super::implicit;
 use super::layer::{self, BlobSource, LayerBlob, Progress};
@@ -17,6 +17,7 @@ use super::layout::{self, Layout, Wanted};
 use super::lock::{self, TempEntry};
 use super::registry::{self, Client, Reference, RegistryBlobs};
 use super::spec::{self, Descriptor, ImageConfig, Manifest};
+use super::{Environment, Source};
 
 const SUBDIRS: &[&str] = &[
     "blobs/sha256",
@@ -32,6 +33,7 @@ const SUBDIRS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    env: Arc<Environment>,
 }
 
 /// An image ready to run.
@@ -131,20 +133,8 @@ struct Located {
 }
 
 impl Store {
-    /// `$DEN_DATA_DIR` if set, else `~/.local/share/den` (XDG data dir).
-    pub fn open_default() -> anyhow::Result<Store> {
-        match std::env::var_os("DEN_DATA_DIR") {
-            Some(dir) if !dir.is_empty() => Store::open(PathBuf::from(dir)),
-            _ => {
-                let dirs = directories::BaseDirs::new().context(
-                    "cannot find your home directory to keep images in; set DEN_DATA_DIR",
-                )?;
-                Store::open(dirs.data_dir().join("den"))
-            }
-        }
-    }
-
-    pub fn open(root: PathBuf) -> anyhow::Result<Store> {
+    /// The store at `root` (made if missing), reaching out as `env` says.
+    pub fn open(root: PathBuf, env: Environment) -> anyhow::Result<Store> {
         let root = std::path::absolute(&root)
             .with_context(|| format!("bad store path `{}`", root.display()))?;
         // Private: layers hold world-writable directories such as /tmp.
@@ -158,11 +148,18 @@ impl Store {
                     root.display()
                 )
             })?;
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            env: Arc::new(env),
+        })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn environment(&self) -> &Environment {
+        &self.env
     }
 
     /// Returns the image for a source, importing it into the store first
@@ -343,7 +340,7 @@ impl Store {
     ) -> anyhow::Result<Pulled> {
         self.prepare()?;
         let _shared = self.lock_shared()?;
-        let client = Client::new(reference)?;
+        let client = Client::new(reference, &self.env)?;
         let resolved = registry::resolve(&client, reference, wanted)?;
         let manifest_digest = resolved.manifest.digest.clone();
         let manifest: Manifest = serde_json::from_slice(&resolved.manifest.bytes)

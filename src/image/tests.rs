@@ -21,7 +21,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("store")).unwrap();
+        let store = Store::open(dir.path().join("store"), Default::default()).unwrap();
         Fixture { dir, store }
     }
 
@@ -884,7 +884,7 @@ fn concurrent_resolves_unpack_each_layer_once() {
         let handles: Vec<_> = (0..3)
             .map(|_| {
                 scope.spawn(|| {
-                    let store = Store::open(fx.store.root().to_path_buf()).unwrap();
+                    let store = Store::open(fx.store.root().to_path_buf(), Default::default()).unwrap();
                     store.resolve(&fx.source("layout")).unwrap().id
                 })
             })
@@ -905,7 +905,8 @@ fn child_resolve() {
     let Some(layout) = std::env::var_os(CHILD_LAYOUT) else {
         return;
     };
-    let store = Store::open_default().unwrap();
+    let data = std::env::var_os("DEN_DATA_DIR").expect("DEN_DATA_DIR");
+    let store = Store::open(data.into(), Default::default()).unwrap();
     let image = store
         .resolve(&Source::OciLayout {
             path: layout.into(),

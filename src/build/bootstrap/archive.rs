@@ -10,13 +10,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use super::release::{self, Release};
 use super::resolve::{Index, Package};
 use super::{Target, pgp};
 use crate::build::download::fetch_verified;
-use crate::build::host::cache_dir;
+use crate::context::{Cache, Context};
 use crate::image::digest::Digest;
 use crate::image::parallel;
 use crate::image::progress::human_size;
@@ -28,6 +28,7 @@ const FETCHERS: usize = 6;
 pub struct Archive<'t> {
     target: &'t Target,
     agent: ureq::Agent,
+    cache: Cache,
     pub release: Release,
     /// `sha256:` of the InRelease file.
     pub inrelease: String,
@@ -35,8 +36,8 @@ pub struct Archive<'t> {
 
 impl<'t> Archive<'t> {
     /// Fetches and verifies `dists/<suite>/InRelease`.
-    pub fn open(target: &'t Target) -> Result<Archive<'t>> {
-        let agent = crate::image::registry::download_agent(&target.mirror)?;
+    pub fn open(target: &'t Target, ctx: &Context) -> Result<Archive<'t>> {
+        let agent = crate::image::registry::download_agent(&target.mirror, &ctx.env.proxies)?;
         let url = format!("{}/dists/{}/InRelease", target.mirror, target.suite);
         let bytes = get(&agent, &url)?;
         let inrelease = Digest::of(&bytes).to_string();
@@ -51,6 +52,7 @@ impl<'t> Archive<'t> {
         Ok(Archive {
             target,
             agent,
+            cache: ctx.cache()?,
             release,
             inrelease,
         })
@@ -90,7 +92,7 @@ impl<'t> Archive<'t> {
             true => format!("{base}/by-hash/SHA256/{}", hash.sha256),
             false => format!("{base}/{name}"),
         };
-        let cache = cache_dir("bootstrap/indexes")?.join(&hash.sha256);
+        let cache = self.cache.bootstrap_indexes()?.join(&hash.sha256);
         let path = fetch_verified(&self.agent, &url, &hash.sha256, &cache, "InRelease says")?;
         let file = std::fs::File::open(&path)?;
         let mut reader: Box<dyn Read> = match name.ends_with(".xz") {
@@ -106,7 +108,7 @@ impl<'t> Archive<'t> {
 
     /// The packages' .deb files, fetched in parallel where not cached.
     pub fn fetch(&self, packages: &[&Package], label: &str) -> Result<Vec<PathBuf>> {
-        let dir = cache_dir("bootstrap/debs")?;
+        let dir = self.cache.bootstrap_debs()?;
         let paths: Vec<PathBuf> = packages
             .iter()
             .map(|package| dir.join(format!("{}.deb", package.sha256)))

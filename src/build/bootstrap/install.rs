@@ -8,11 +8,12 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use super::Target;
 use super::resolve::Package;
 use crate::build::{capture, output};
+use crate::context::Context;
 use crate::image::Store;
 use crate::image::lock::TempEntry;
 use crate::image::{fsx, parallel};
@@ -27,12 +28,13 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 /// Installs `packages` (their .debs at `debs`) into a new layer dir in the
 /// store's tmp, ready to be moved to `layers/`.
 pub fn make_layer(
-    store: &Store,
+    ctx: &Context,
     target: &Target,
     packages: &[&Package],
     debs: &[PathBuf],
     label: &str,
 ) -> Result<TempEntry> {
+    let store = ctx.store()?;
     let layer = TempEntry::dir(&store.root().join("tmp"), "bootstrap")?;
     let fs = layer.path().join("fs");
     std::fs::create_dir(&fs)?;
@@ -51,7 +53,7 @@ pub fn make_layer(
         bail!("den could not get back to one thread before starting the container");
     }
     let started = Instant::now();
-    run_dpkg(store, layer.path(), debs, label)?;
+    run_dpkg(store, layer.path(), debs, label, ctx.terminal)?;
     std::fs::remove_file(fs.join(POLICY_RC_D))?;
     configure_apt(&fs, target)?;
     clean(&fs)?;
@@ -93,7 +95,13 @@ fn unpack_all(fs: &Path, debs: &[PathBuf]) -> Result<()> {
 
 /// dpkg installs every package (in the resolver's order; dpkg itself
 /// orders configuration), then must report nothing left half-done.
-fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> Result<()> {
+fn run_dpkg(
+    store: &Store,
+    layer_dir: &Path,
+    debs: &[PathBuf],
+    label: &str,
+    live: bool,
+) -> Result<()> {
     let cache = debs
         .first()
         .and_then(|deb| deb.parent())
@@ -141,7 +149,7 @@ fn run_dpkg(store: &Store, layer_dir: &Path, debs: &[PathBuf], label: &str) -> R
             action: Action::Exec,
         }),
     };
-    let (code, captured) = output::run_relayed(spec)?;
+    let (code, captured) = output::run_relayed(spec, live)?;
     if code != 0 {
         output::print_captured(&captured);
         bail!("{label}: dpkg failed with exit code {code}; nothing was recorded");

@@ -21,12 +21,13 @@ pub mod version;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use self::archive::Archive;
 use super::record::{self, Head, Record};
 use crate::base::{BootstrapEntry, Pins};
 use crate::config::{Bootstrap, Distro, Project, Variant};
+use crate::context::Context;
 use crate::image::digest::Digest;
 use crate::image::lock::lock_exclusive_or_wait;
 use crate::image::{Image, RuntimeConfig, Store};
@@ -112,7 +113,8 @@ impl Target {
 
 /// The image of container `name`: from the store when den.lock's
 /// packages were installed before, else made (and den.lock updated).
-pub fn image(store: &Store, project: &Project, name: &str, bootstrap: &Bootstrap) -> Result<Image> {
+pub fn image(ctx: &Context, project: &Project, name: &str, bootstrap: &Bootstrap) -> Result<Image> {
+    let store = ctx.store()?;
     let target = Target::new(bootstrap)?;
     let mut pins = Pins::load(project)?;
     let pinned = pins
@@ -122,7 +124,7 @@ pub fn image(store: &Store, project: &Project, name: &str, bootstrap: &Bootstrap
     let key = match &pinned {
         Some(entry) => target.key(&entry.packages),
         None => {
-            let entry = make(store, &target, None, name)?;
+            let entry = make(ctx, &target, None, name)?;
             let key = target.key(&entry.packages);
             pins.pin_bootstrap(name, entry);
             pins.save_or_warn();
@@ -132,7 +134,7 @@ pub fn image(store: &Store, project: &Project, name: &str, bootstrap: &Bootstrap
     let image = match record::load(store, &key) {
         Some(record) => image_of(store, &key, &record),
         None => {
-            make(store, &target, pinned.as_ref(), name)?;
+            make(ctx, &target, pinned.as_ref(), name)?;
             let record = record::load(store, &key).context("the bootstrap left no record")?;
             image_of(store, &key, &record)
         }
@@ -144,7 +146,7 @@ pub fn image(store: &Store, project: &Project, name: &str, bootstrap: &Bootstrap
 /// `den update`: resolves the suite afresh, makes the system if new and
 /// returns the lock entries before and after.
 pub fn update(
-    store: &Store,
+    ctx: &Context,
     project: &Project,
     name: &str,
     bootstrap: &Bootstrap,
@@ -152,8 +154,8 @@ pub fn update(
 ) -> Result<(Option<BootstrapEntry>, BootstrapEntry)> {
     let target = Target::new(bootstrap)?;
     let old = pins.bootstrap(name).cloned();
-    let entry = make(store, &target, None, name)?;
-    keep_alive(store, project, name, &target.key(&entry.packages))?;
+    let entry = make(ctx, &target, None, name)?;
+    keep_alive(ctx.store()?, project, name, &target.key(&entry.packages))?;
     pins.pin_bootstrap(name, entry.clone());
     Ok((old, entry))
 }
@@ -161,13 +163,14 @@ pub fn update(
 /// Verifies the archive, picks the packages (den.lock's when `pinned`),
 /// and installs them into a layer unless one with their key exists.
 fn make(
-    store: &Store,
+    ctx: &Context,
     target: &Target,
     pinned: Option<&BootstrapEntry>,
     container: &str,
 ) -> Result<BootstrapEntry> {
+    let store = ctx.store()?;
     let label = format!("{container}: bootstrap {}", target.name());
-    let archive = Archive::open(target)?;
+    let archive = Archive::open(target, ctx)?;
     eprintln!(
         "den: {label}: {} signed {}",
         archive.release.origin, archive.release.date
@@ -213,7 +216,7 @@ fn make(
         return Ok(entry);
     }
     let debs = archive.fetch(&packages, &label)?;
-    let layer = install::make_layer(store, target, &packages, &debs, &label)?;
+    let layer = install::make_layer(ctx, target, &packages, &debs, &label)?;
     let layer_name = key.hex().to_string();
     layer.persist(&store.root().join("layers").join(&layer_name))?;
     let record = Record {

@@ -18,6 +18,7 @@ use super::auth::{self, Challenge};
 use super::credentials::{self, Credentials, Secret};
 use super::reference::Reference;
 use crate::image::digest::Digest;
+use crate::image::environment::{Environment, Proxies};
 
 pub const INSECURE_ENV: &str = "DEN_INSECURE_REGISTRIES";
 const ATTEMPTS: u32 = 5;
@@ -41,19 +42,10 @@ pub fn is_plain_http(registry: &str, insecure: Option<&str>) -> bool {
         })
 }
 
-/// The registries den may speak plain http to, comma-separated: those in
-/// `$DEN_INSECURE_REGISTRIES` and in the settings file's
-/// `insecure-registries`.
-fn insecure_registries() -> anyhow::Result<String> {
-    let mut list: Vec<String> = std::env::var(INSECURE_ENV).ok().into_iter().collect();
-    list.extend(crate::config::settings::load()?.insecure_registries);
-    Ok(list.join(","))
-}
-
 /// An agent for a plain file download (a build's `download:` step), with
 /// the rules registry requests follow: the system trust store, proxies
 /// as curl reads them (never for loopback), retries left to the caller.
-pub fn download_agent(url: &str) -> anyhow::Result<Agent> {
+pub fn download_agent(url: &str, proxies: &Proxies) -> anyhow::Result<Agent> {
     let https = url.starts_with("https://");
     let authority = url
         .split_once("://")
@@ -64,7 +56,7 @@ pub fn download_agent(url: &str) -> anyhow::Result<Agent> {
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     let proxy = match is_plain_http(authority, None) {
         true => None,
-        false => proxy_for(host_of(authority), https, &|name| std::env::var(name).ok())?,
+        false => proxy_for(host_of(authority), https, &|name| proxies.get(name))?,
     };
     Ok(agent(false, proxy))
 }
@@ -85,6 +77,7 @@ pub struct Client {
     /// The API host (`registry-1.docker.io` for docker.io).
     host: String,
     scheme: SchemeRule,
+    proxies: Proxies,
     /// Chosen on first use (loopback registries are probed).
     transport: OnceLock<Transport>,
     /// Looked up on the first 401 only.
@@ -213,8 +206,8 @@ fn speaks_tls(agent: &Agent, host: &str) -> bool {
 impl Client {
     /// A client for `reference`'s registry; the insecure list comes from
     /// `$DEN_INSECURE_REGISTRIES` and den's settings file.
-    pub fn new(reference: &Reference) -> anyhow::Result<Client> {
-        let insecure = insecure_registries()?;
+    pub fn new(reference: &Reference, env: &Environment) -> anyhow::Result<Client> {
+        let insecure = env.insecure_registries()?;
         let host = reference.api_host().to_string();
         // Loopback first (even when listed): http, or https if it speaks TLS.
         let scheme = if is_plain_http(&host, None) {
@@ -229,6 +222,7 @@ impl Client {
             repository: reference.repository.clone(),
             host,
             scheme,
+            proxies: env.proxies.clone(),
             transport: OnceLock::new(),
             credentials: OnceLock::new(),
             authorization: Mutex::new(None),
@@ -246,7 +240,7 @@ impl Client {
             let proxy = if loopback {
                 Ok(None)
             } else {
-                proxy_for(host_of(&self.host), https, &|name| std::env::var(name).ok())
+                proxy_for(host_of(&self.host), https, &|name| self.proxies.get(name))
             };
             let (proxy, proxy_error) = match proxy {
                 Ok(proxy) => (proxy, None),
@@ -627,14 +621,18 @@ impl Client {
 impl Client {
     /// A client for `registry` alone (no repository) that answers
     /// challenges with `credentials` instead of reading the auth files.
-    pub fn for_login(registry: &str, credentials: Credentials) -> anyhow::Result<Client> {
+    pub fn for_login(
+        registry: &str,
+        credentials: Credentials,
+        env: &Environment,
+    ) -> anyhow::Result<Client> {
         let reference = Reference {
             registry: registry.to_string(),
             repository: String::new(),
             tag: None,
             digest: None,
         };
-        let client = Client::new(&reference)?;
+        let client = Client::new(&reference, env)?;
         let _ = client.credentials.set(Some(credentials));
         Ok(client)
     }

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use super::client::Client;
 use super::credentials::{self, Credentials, Secret, auth_files, call_helper, normalise_key};
 use super::reference::{DOCKER_HUB, DOCKER_HUB_KEY, Reference};
+use crate::image::Environment;
 
 /// Where credentials were saved or removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +65,12 @@ pub fn registry_host(text: &str) -> anyhow::Result<String> {
 
 /// `GET /v2/` on `registry` with these credentials, through den's usual
 /// Basic or Bearer-token flow.
-pub fn verify(registry: &str, username: &str, password: &str) -> anyhow::Result<()> {
+pub fn verify(
+    registry: &str,
+    username: &str,
+    password: &str,
+    env: &Environment,
+) -> anyhow::Result<()> {
     let client = Client::for_login(
         registry,
         Credentials {
@@ -72,6 +78,7 @@ pub fn verify(registry: &str, username: &str, password: &str) -> anyhow::Result<
             secret: Secret::Password(password.to_string()),
             origin: "den login".to_string(),
         },
+        env,
     )?;
     client.check_login()
 }
