@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
-use crate::context::{Context, Env};
 use crate::config::Network;
+use crate::context::{Context, Env};
 
 #[derive(Parser, Debug)]
 #[command(

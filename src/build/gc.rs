@@ -23,20 +23,20 @@ pub fn collect_garbage(
     dry_run: bool,
     report: &mut GcReport,
 ) -> Result<BTreeSet<String>> {
-    let builds = store.root().join("builds");
+    let paths = store.paths();
     let mut kept_records = BTreeSet::new();
     let mut live_projects = BTreeSet::new();
-    for path in json_files(&builds.join("heads"))? {
+    for path in json_files(&paths.heads())? {
         let head: Option<Head> = record::read_json(&path);
         let live = head.as_ref().is_some_and(|head| {
             head.project.join(crate::config::FILE_NAME).is_file() || recent(&path)
         });
         match (head, live) {
             (Some(head), true) => {
-                live_projects.insert(record::stat_cache_path(store, &head.project));
+                live_projects.insert(store.paths().stat_cache(&head.project));
                 let mut key = head.key;
                 while kept_records.insert(key.clone()) {
-                    match record::read_json::<Record>(&builds.join(format!("{key}.json"))) {
+                    match record::read_json::<Record>(&paths.build_record(&key)) {
                         Some(step) => key = step.parent,
                         None => break,
                     }
@@ -46,7 +46,7 @@ pub fn collect_garbage(
         }
     }
     let mut kept_layers = BTreeSet::new();
-    for path in json_files(&builds)? {
+    for path in json_files(&paths.builds())? {
         let key = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -60,7 +60,7 @@ pub fn collect_garbage(
         report.builds += 1;
         remove(&path, dry_run, report)?;
     }
-    for path in json_files(&builds.join("stat"))? {
+    for path in json_files(&paths.stat_caches())? {
         if !live_projects.contains(&path) {
             remove(&path, dry_run, report)?;
         }

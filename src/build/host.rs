@@ -39,17 +39,14 @@ pub fn proxy_env(proxies: &Proxies) -> Vec<(String, String)> {
 /// The host's CA bundle: `$SSL_CERT_FILE`, else the first of the
 /// distributions' usual places. `None` when the host has none.
 fn ca_bundle(ssl_cert_file: Option<&Path>) -> Option<PathBuf> {
-    let candidates = ssl_cert_file
-        .map(Path::to_path_buf)
-        .into_iter()
-        .chain(
-            [
-                "/etc/ssl/certs/ca-certificates.crt",
-                "/etc/pki/tls/certs/ca-bundle.crt",
-                "/etc/ssl/cert.pem",
-            ]
-            .map(PathBuf::from),
-        );
+    let candidates = ssl_cert_file.map(Path::to_path_buf).into_iter().chain(
+        [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+        ]
+        .map(PathBuf::from),
+    );
     candidates
         .into_iter()
         .find(|path| std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0))

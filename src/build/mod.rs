@@ -69,7 +69,7 @@ pub fn image(ctx: &Context, project: &Project, name: &str, options: Options) -> 
         return Ok(base);
     }
     let steps = key::steps(&container.setup, container.workdir.as_deref());
-    let head_path = record::head_path(store, &project.root, name);
+    let head_path = store.paths().head(&project.root, name);
     if !options.force
         && let Some(image) = unchanged(store, project, &head_path, &steps, &base)
     {
@@ -124,7 +124,7 @@ fn built_image(store: &Store, base: &Image, key: &Digest, record: Record) -> Ima
         layers: record
             .layers
             .iter()
-            .map(|name| record::layer_fs(store, name))
+            .map(|name| store.paths().layer_fs(name))
             .collect(),
         config,
     }
@@ -146,7 +146,7 @@ impl Builder<'_> {
         let store = self.store;
         store.clean_tmp()?;
         let _shared = store.lock_shared()?;
-        let stat_path = record::stat_cache_path(store, &self.project.root);
+        let stat_path = store.paths().stat_cache(&self.project.root);
         let mut cache = StatCache::load(&stat_path);
         let mut parent = Parent {
             key: key::base(&base.id, self.container.workdir.as_deref()),

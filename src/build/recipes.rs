@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::context::Cache;
 use super::layers;
 use crate::config::step::{Npm, Pip};
+use crate::context::Cache;
 use crate::userns::{Bind, RUN_DEN};
 
 /// apt settings for every build step: apt drops to `_apt` for downloads

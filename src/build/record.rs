@@ -53,43 +53,14 @@ pub struct Head {
     pub project: PathBuf,
 }
 
-fn builds(store: &Store) -> PathBuf {
-    store.root().join("builds")
-}
-
-pub fn record_path(store: &Store, key: &Digest) -> PathBuf {
-    builds(store).join(format!("{}.json", key.hex()))
-}
-
-pub fn head_path(store: &Store, project: &Path, container: &str) -> PathBuf {
-    let mut id = project.as_os_str().as_encoded_bytes().to_vec();
-    id.push(0);
-    id.extend_from_slice(container.as_bytes());
-    builds(store)
-        .join("heads")
-        .join(format!("{}.json", Digest::of(&id).hex()))
-}
-
-pub fn stat_cache_path(store: &Store, project: &Path) -> PathBuf {
-    let id = Digest::of(project.as_os_str().as_encoded_bytes());
-    builds(store)
-        .join("stat")
-        .join(format!("{}.json", id.hex()))
-}
-
 /// The record of `key`, if it exists and all its layers are in place.
 pub fn load(store: &Store, key: &Digest) -> Option<Record> {
-    let record: Record = read_json(&record_path(store, key))?;
+    let record: Record = read_json(&store.paths().build_record(key.hex()))?;
     record
         .layers
         .iter()
-        .all(|layer| layer_fs(store, layer).is_dir())
+        .all(|layer| store.paths().layer_fs(layer).is_dir())
         .then_some(record)
-}
-
-/// The overlay lower directory of layer `name`.
-pub fn layer_fs(store: &Store, name: &str) -> PathBuf {
-    store.root().join("layers").join(name).join("fs")
 }
 
 /// The name of a layer directory given its `fs` path.

@@ -146,12 +146,16 @@ pub fn build(
         for (name, value) in vars {
             set_env(&mut record.env, name, value);
         }
-        record::write_json(ctx.store, &record::record_path(ctx.store, key), &record)?;
+        record::write_json(
+            ctx.store,
+            &ctx.store.paths().build_record(key.hex()),
+            &record,
+        )?;
         return Ok(record);
     }
     announce(ctx, &summary);
     let started = Instant::now();
-    let layer = TempEntry::dir(&ctx.store.root().join("tmp"), "build")?;
+    let layer = TempEntry::dir(&ctx.store.paths().tmp(), "build")?;
     for dir in ["fs", "work"] {
         std::fs::create_dir(layer.path().join(dir))?;
     }
@@ -164,10 +168,14 @@ pub fn build(
     let den_made: Vec<PathBuf> = userns::MOUNT_POINTS.iter().map(PathBuf::from).collect();
     let captured = capture::capture(layer.path(), &den_made)?;
     let name = key.hex().to_string();
-    let dest = ctx.store.root().join("layers").join(&name);
+    let dest = ctx.store.paths().layer(&name);
     replace_layer(ctx.store, layer, &dest)?;
     record.layers.push(name);
-    record::write_json(ctx.store, &record::record_path(ctx.store, key), &record)?;
+    record::write_json(
+        ctx.store,
+        &ctx.store.paths().build_record(key.hex()),
+        &record,
+    )?;
     eprintln!(
         "den: {}: {} done in {:.1} s ({} entries, {})",
         ctx.container,
@@ -196,7 +204,7 @@ pub fn announce_cached(ctx: &StepContext<'_>, step: &Step) {
 /// A forced rebuild replaces the layer of the same key.
 fn replace_layer(store: &Store, layer: TempEntry, dest: &Path) -> Result<()> {
     if dest.exists() {
-        let old = TempEntry::dir(&store.root().join("tmp"), "replaced")?;
+        let old = TempEntry::dir(&store.paths().tmp(), "replaced")?;
         std::fs::rename(dest, old.path().join("layer"))
             .with_context(|| format!("cannot move `{}` aside", dest.display()))?;
     }
@@ -216,7 +224,7 @@ fn run_in_container(
     let layers: Vec<PathBuf> = parent
         .layers
         .iter()
-        .map(|name| record::layer_fs(ctx.store, name))
+        .map(|name| ctx.store.paths().layer_fs(name))
         .collect();
     let mut env = parent.env.clone();
     set_env(&mut env, "DEBIAN_FRONTEND", "noninteractive");

@@ -10,9 +10,9 @@
 use anyhow::{Context as _, Result};
 
 use crate::context::Context;
+use crate::image::Platform;
 use crate::image::progress::{Reporter, explain_disk_full};
 use crate::image::registry::Reference;
-use crate::image::Platform;
 
 pub fn execute(ctx: &Context, reference: &str, platform: Option<&str>, quiet: bool) -> Result<i32> {
     let parsed = Reference::parse(reference)
@@ -30,9 +30,6 @@ pub fn execute(ctx: &Context, reference: &str, platform: Option<&str>, quiet: bo
     let pulled = pulled
         .map_err(|err| explain_disk_full(err, store))
         .with_context(|| format!("cannot pull `{parsed}`"))?;
-    // den may fork into user namespaces after a pull: nothing may be left running.
-    let single = crate::image::settle_threads();
-    debug_assert!(single, "a pull left threads behind");
     reporter.finish(&parsed, &pulled);
     Ok(0)
 }

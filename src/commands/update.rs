@@ -40,8 +40,6 @@ pub fn execute(ctx: &Context, containers: &[String]) -> Result<i32> {
             }
         }
     }
-    // den forks no container here, but keep the invariant pulls promise.
-    crate::image::settle_threads();
     pins.save()?;
     result.map(|()| 0)
 }

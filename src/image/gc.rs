@@ -214,10 +214,9 @@ impl Store {
         }
 
         for (dir, kept, count) in [
-            ("layers", &kept_layers, &mut report.layers),
-            ("blobs/sha256", &kept_blobs, &mut report.blobs),
+            (self.paths().layers(), &kept_layers, &mut report.layers),
+            (self.paths().blobs(), &kept_blobs, &mut report.blobs),
         ] {
-            let dir = self.root().join(dir);
             let names = match fs::read_dir(&dir) {
                 Ok(entries) => entries.flatten().map(|e| e.file_name()).collect::<Vec<_>>(),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -295,9 +294,9 @@ impl Store {
     }
 
     fn inventory(&self) -> anyhow::Result<Inventory> {
-        let refs = read_records::<RefRecord>(&self.root().join("refs"))?;
-        let sources = read_records::<SourceRecord>(&self.root().join("sources"))?;
-        let records = read_records::<ImageRecord>(&self.root().join("images"))?
+        let refs = read_records::<RefRecord>(&self.paths().refs())?;
+        let sources = read_records::<SourceRecord>(&self.paths().sources())?;
+        let records = read_records::<ImageRecord>(&self.paths().images())?
             .into_iter()
             .map(|(_, record)| (record.manifest.hex().to_string(), record))
             .collect();

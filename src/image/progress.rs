@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn bars_start_no_thread() {
-        let before = crate::image::thread_count();
+        let before = crate::userns::threads::count();
         let bars = Bars::new();
         let layer = LayerBlob {
             digest: Digest::of(b"x"),
@@ -366,7 +366,7 @@ mod tests {
         // Other tests run concurrently: only check this thread added none
         // when the process was single-threaded to begin with.
         if before == Some(1) {
-            assert_eq!(crate::image::thread_count(), Some(1));
+            assert_eq!(crate::userns::threads::count(), Some(1));
         }
         bars.clear();
     }

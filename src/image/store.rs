@@ -15,24 +15,15 @@ use super::implicit;
 use super::layer::{self, BlobSource, LayerBlob, Progress};
 use super::layout::{self, Layout, Wanted};
 use super::lock::{self, TempEntry};
+use super::paths::{SUBDIRS, StorePaths};
 use super::registry::{self, Client, Reference, RegistryBlobs};
 use super::spec::{self, Descriptor, ImageConfig, Manifest};
 use super::{Environment, Source};
 
-const SUBDIRS: &[&str] = &[
-    "blobs/sha256",
-    "images",
-    "layers",
-    "locks",
-    "refs",
-    "sources",
-    "tmp",
-];
-
 /// The on-disk image store (see the `image` module comment).
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    paths: StorePaths,
     env: Arc<Environment>,
 }
 
@@ -149,13 +140,18 @@ impl Store {
                 )
             })?;
         Ok(Store {
-            root,
+            paths: StorePaths::new(root),
             env: Arc::new(env),
         })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.paths.root()
+    }
+
+    /// Every path in the store.
+    pub fn paths(&self) -> &StorePaths {
+        &self.paths
     }
 
     pub fn environment(&self) -> &Environment {
@@ -167,14 +163,7 @@ impl Store {
     /// and two small reads.
     pub fn resolve(&self, source: &Source) -> anyhow::Result<Image> {
         if let Source::Registry(reference) = source {
-            let single = thread_count() == Some(1);
-            let image = self.resolve_registry(reference);
-            // den forks into user namespaces next: no thread may be left.
-            if single {
-                settle_threads();
-                debug_assert_eq!(thread_count(), Some(1), "a pull left threads behind");
-            }
-            return image;
+            return self.resolve_registry(reference);
         }
         let located = locate(source)?;
         if let Some(image) = self.cached(&located) {
@@ -186,7 +175,7 @@ impl Store {
 
     /// An empty directory the runtime mounts a private tmpfs over.
     pub fn scratch_dir(&self) -> anyhow::Result<PathBuf> {
-        let dir = self.root.join("scratch");
+        let dir = self.paths.scratch();
         match DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => Ok(dir),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(dir),
@@ -200,21 +189,19 @@ impl Store {
     }
 
     pub(crate) fn layer_path(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("layers").join(diff_id.hex())
+        self.paths.layer(diff_id.hex())
     }
 
     pub(crate) fn lock_path(&self, name: &str) -> PathBuf {
-        self.root.join("locks").join(format!("{name}.lock"))
+        self.paths.lock(name)
     }
 
     pub(crate) fn tmp_path(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.paths.tmp()
     }
 
     pub(super) fn record_path(&self, manifest: &Digest, extension: &str) -> PathBuf {
-        self.root
-            .join("images")
-            .join(format!("{}.{extension}", manifest.hex()))
+        self.paths.image_record(manifest, extension)
     }
 
     fn source_path(&self, located: &Located) -> PathBuf {
@@ -228,9 +215,7 @@ impl Store {
             key.push(0);
             key.extend_from_slice(tag.as_bytes());
         }
-        self.root
-            .join("sources")
-            .join(format!("{}.json", Digest::of(&key).hex()))
+        self.paths.source(&key)
     }
 
     /// The fast path: an unchanged source that was resolved before.
@@ -452,20 +437,6 @@ impl Store {
         reference: &Reference,
         pin: Option<&str>,
     ) -> anyhow::Result<(Image, String)> {
-        let single = thread_count() == Some(1);
-        let result = self.resolve_locked_inner(reference, pin);
-        if single {
-            settle_threads();
-            debug_assert_eq!(thread_count(), Some(1), "a pull left threads behind");
-        }
-        result
-    }
-
-    fn resolve_locked_inner(
-        &self,
-        reference: &Reference,
-        pin: Option<&str>,
-    ) -> anyhow::Result<(Image, String)> {
         let wanted = Wanted::host();
         if let Some(pin) = pin {
             let mut pinned = reference.clone();
@@ -491,21 +462,18 @@ impl Store {
     }
 
     pub(super) fn ref_path(&self, reference: &Reference, tag: &str) -> PathBuf {
-        let key = format!("{}:{tag}", reference.name());
-        self.root
-            .join("refs")
-            .join(format!("{}.json", Digest::of(key.as_bytes()).hex()))
+        self.paths.reference(&format!("{}:{tag}", reference.name()))
     }
 
     pub(super) fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.paths.blob(digest)
     }
 
     /// Makes the store's directories and clears what killed dens left in
     /// its tmp.
     pub(crate) fn prepare(&self) -> anyhow::Result<()> {
         for dir in SUBDIRS {
-            let path = self.root.join(dir);
+            let path = self.paths.subdir(dir);
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -578,7 +546,7 @@ impl Store {
     }
 
     fn write_blob(&self, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
-        let path = self.root.join("blobs/sha256").join(digest.hex());
+        let path = self.paths.blob(digest);
         if path.is_file() {
             return Ok(());
         }
@@ -645,25 +613,6 @@ fn locate(source: &Source) -> anyhow::Result<Located> {
         is_archive,
         stamp,
     })
-}
-
-/// Waits up to 100 ms for joined threads to leave `/proc/self/task`
-/// (a joined thread can linger there for a moment while the kernel
-/// tears it down). Returns whether the process is single-threaded.
-pub fn settle_threads() -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
-    loop {
-        match thread_count() {
-            None | Some(1) => return true,
-            Some(_) if std::time::Instant::now() >= deadline => return false,
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
-        }
-    }
-}
-
-/// How many threads this process has (None if /proc is not mounted).
-pub fn thread_count() -> Option<usize> {
-    Some(fs::read_dir("/proc/self/task").ok()?.count())
 }
 
 /// Bytes of the files under `path` (lstat sizes; a tree we cannot read

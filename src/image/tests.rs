@@ -884,7 +884,8 @@ fn concurrent_resolves_unpack_each_layer_once() {
         let handles: Vec<_> = (0..3)
             .map(|_| {
                 scope.spawn(|| {
-                    let store = Store::open(fx.store.root().to_path_buf(), Default::default()).unwrap();
+                    let store =
+                        Store::open(fx.store.root().to_path_buf(), Default::default()).unwrap();
                     store.resolve(&fx.source("layout")).unwrap().id
                 })
             })

@@ -5,7 +5,8 @@
 //! plus a `Mode`, a project `Command` or a `BuildStep`) and call `run`
 //! (or `run_with`, to start threads once the container exists), which
 //! returns the command's exit status. den must be single-threaded when
-//! it calls them. The rest of the API is small: `stdio_is_terminal` and
+//! it forks the container; `run` checks it (`threads`, the one place
+//! that rule lives). The rest of the API is small: `stdio_is_terminal` and
 //! `is_open_fd` for callers deciding a spec, the capability names
 //! (`caps`), and the paths and markers build capture shares with the
 //! runtime (`RUN_DEN`, `MOUNT_POINTS`, `OWNER_XATTR`).
@@ -40,6 +41,7 @@ mod slirp;
 mod spec;
 mod supervise;
 mod sys;
+pub mod threads;
 mod tty;
 
 use std::os::fd::RawFd;
@@ -61,7 +63,7 @@ pub const EXIT_DEN_FAILED: i32 = 125;
 /// Runs the command described by `spec` and returns its exit status
 /// (128+N when it was killed by signal N).
 ///
-/// Must be called while den is single-threaded.
+/// Fails if den runs other threads (see `threads`).
 pub fn run(spec: &Spec) -> Result<i32> {
     supervise::run(spec, || {})
 }

@@ -11,7 +11,9 @@ use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use super::channel::{self, Channel, Message};
 use super::init::{self, exit_code};
 use super::sys::{Forked, clone_into_namespaces, read_signal};
-use super::{EXIT_DEN_FAILED, HostIds, Launch, Network, Spec, diagnose, seccomp, slirp, tty};
+use super::{
+    EXIT_DEN_FAILED, HostIds, Launch, Network, Spec, diagnose, seccomp, slirp, threads, tty,
+};
 
 pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     let host = HostIds {
@@ -48,7 +50,7 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     // A buffered line would otherwise be printed twice, once per process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    ensure_single_threaded()?;
+    threads::ensure_single()?;
     let init =
         match clone_into_namespaces(namespace_flags(spec)).map_err(diagnose::namespaces_refused)? {
             Forked::Child => {
@@ -77,20 +79,6 @@ pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
         network.stop()?;
     }
     code
-}
-
-/// The kernel refuses a new user namespace to a multi-threaded process,
-/// and a fork of one may inherit locks no thread will release: a thread
-/// left over from an image pull is a bug to report, not to run with.
-fn ensure_single_threaded() -> Result<()> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(Iterator::count)
-        .unwrap_or(1);
-    anyhow::ensure!(
-        threads <= 1,
-        "den has {threads} threads where it must have one to start a container (a bug in den; please report it)"
-    );
-    Ok(())
 }
 
 fn namespace_flags(spec: &Spec) -> libc::c_int {

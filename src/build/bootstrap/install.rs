@@ -35,7 +35,7 @@ pub fn make_layer(
     label: &str,
 ) -> Result<TempEntry> {
     let store = ctx.store()?;
-    let layer = TempEntry::dir(&store.root().join("tmp"), "bootstrap")?;
+    let layer = TempEntry::dir(&store.paths().tmp(), "bootstrap")?;
     let fs = layer.path().join("fs");
     std::fs::create_dir(&fs)?;
     std::fs::create_dir(layer.path().join("work"))?;
@@ -49,9 +49,6 @@ pub fn make_layer(
         packages.len(),
         started.elapsed().as_secs_f64()
     );
-    if !crate::image::settle_threads() {
-        bail!("den could not get back to one thread before starting the container");
-    }
     let started = Instant::now();
     run_dpkg(store, layer.path(), debs, label, ctx.terminal)?;
     std::fs::remove_file(fs.join(POLICY_RC_D))?;

@@ -218,7 +218,7 @@ fn make(
     let debs = archive.fetch(&packages, &label)?;
     let layer = install::make_layer(ctx, target, &packages, &debs, &label)?;
     let layer_name = key.hex().to_string();
-    layer.persist(&store.root().join("layers").join(&layer_name))?;
+    layer.persist(&store.paths().layer(&layer_name))?;
     let record = Record {
         parent: String::new(),
         step: format!("bootstrap {}", target.name()),
@@ -226,7 +226,7 @@ fn make(
         env: vec![format!("PATH={}", install::PATH)],
         created: record::now(),
     };
-    record::write_json(store, &record::record_path(store, &key), &record)?;
+    record::write_json(store, &store.paths().build_record(key.hex()), &record)?;
     Ok(entry)
 }
 
@@ -259,7 +259,7 @@ fn image_of(store: &Store, key: &Digest, record: &Record) -> Image {
         layers: record
             .layers
             .iter()
-            .map(|name| record::layer_fs(store, name))
+            .map(|name| store.paths().layer_fs(name))
             .collect(),
         config: RuntimeConfig {
             env: record.env.clone(),
@@ -277,7 +277,7 @@ fn keep_alive(store: &Store, project: &Project, name: &str, key: &Digest) -> Res
     if !container.setup.is_empty() {
         return Ok(());
     }
-    let path = record::head_path(store, &project.root, name);
+    let path = store.paths().head(&project.root, name);
     let head = Head {
         steps: String::new(),
         base: String::new(),
