@@ -1,6 +1,6 @@
 //! The socket between the supervisor and init.
 //!
-//! Init reports a setup failure as text, or hands over the master side of
+//! Init reports a setup failure (a `Failure`), or hands over the master side of
 //! the container's terminal. The socket is also init's lifeline: when den
 //! dies, init sees the hang-up.
 
@@ -8,6 +8,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::failure::Failure;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
@@ -24,7 +25,7 @@ pub struct Channel(OwnedFd);
 /// What init said.
 pub enum Message {
     /// Setup failed; init exits with `EXIT_DEN_FAILED`.
-    Failed(String),
+    Failed(Failure),
     /// The master side of the command's terminal.
     Terminal(OwnedFd),
     /// Init went away without a word.
@@ -43,9 +44,10 @@ pub fn pair() -> std::io::Result<(Channel, Channel)> {
 }
 
 impl Channel {
-    pub fn send_failure(&self, text: &str) {
+    pub fn send_failure(&self, failure: &Failure) {
         let mut bytes = vec![TAG_ERROR];
-        bytes.extend_from_slice(&text.as_bytes()[..text.len().min(MAX_MESSAGE - 1)]);
+        bytes.extend_from_slice(&failure.encode());
+        bytes.truncate(MAX_MESSAGE);
         // Nothing more can be done if the supervisor is gone.
         let _ = sendmsg(
             &self.0,
@@ -133,9 +135,7 @@ impl Channel {
         }
         Ok(match (bytes[..received.bytes].first(), fd) {
             (Some(&TAG_TERMINAL), Some(fd)) => Message::Terminal(fd),
-            (Some(&TAG_ERROR), _) => {
-                Message::Failed(String::from_utf8_lossy(&bytes[1..received.bytes]).into_owned())
-            }
+            (Some(&TAG_ERROR), _) => Message::Failed(Failure::decode(&bytes[1..received.bytes])),
             _ => Message::Closed,
         })
     }

@@ -8,6 +8,8 @@ use std::io;
 
 use anyhow::anyhow;
 
+use super::failure::{Failure, Stage};
+
 /// `clone` with namespace flags failed.
 pub(super) fn namespaces_refused(err: io::Error) -> anyhow::Error {
     let cause = match err.raw_os_error() {
@@ -17,21 +19,13 @@ pub(super) fn namespaces_refused(err: io::Error) -> anyhow::Error {
     anyhow!("cannot create the container's namespaces: {err}\n  cause: {cause}")
 }
 
-/// Init failed; `text` is its message with context.
-pub(super) fn setup_failed(text: &str) -> anyhow::Error {
+/// Init failed.
+pub(super) fn setup_failed(failure: &Failure) -> anyhow::Error {
     // Only the kernel-facing steps can be blocked by host policy; a
-    // denied chdir or open is an ordinary permission problem.
-    let kernel_step = [
-        "writing /proc/self/",
-        "mounting",
-        "making the mount tree private",
-        "pivot_root",
-    ]
-    .iter()
-    .any(|step| text.starts_with(step));
-    let denied = kernel_step
-        && (text.contains("Operation not permitted") || text.contains("Permission denied"));
-    let overlay = text.contains("overlay root filesystem");
+    // denied chdir or open elsewhere is an ordinary permission problem.
+    let denied = failure.stage.is_kernel_setup()
+        && matches!(failure.errno, Some(libc::EPERM | libc::EACCES));
+    let overlay = failure.stage == Stage::Overlay;
     let cause = match (denied, overlay) {
         (_, true) if !kernel_at_least(5, 11) => Some(format!(
             "unprivileged overlayfs needs Linux 5.11 or later; this kernel is {}",
@@ -41,8 +35,8 @@ pub(super) fn setup_failed(text: &str) -> anyhow::Error {
         _ => None,
     };
     match cause {
-        Some(cause) => anyhow!("setting up the container failed: {text}\n  cause: {cause}"),
-        None => anyhow!("setting up the container failed: {text}"),
+        Some(cause) => anyhow!("setting up the container failed: {failure}\n  cause: {cause}"),
+        None => anyhow!("setting up the container failed: {failure}"),
     }
 }
 
@@ -70,8 +64,8 @@ fn host_restriction() -> Option<String> {
     if sysctl("kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
         return Some(
             "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10 and later); \
-             fix: give den an AppArmor profile that allows `userns` (see docs/troubleshooting.md) \
-             or `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`"
+             fix: give den an AppArmor profile that allows `userns` (docs/runtime.md, \
+             \"Host requirements\", has one) or `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`"
                 .into(),
         );
     }

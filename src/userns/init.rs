@@ -3,7 +3,7 @@
 //! forwards signals until the command ends.
 
 use anyhow::{Context, Result};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{
@@ -11,6 +11,7 @@ use rustix::process::{
 };
 
 use super::channel::Channel;
+use super::failure::{AtStage, Failure, Stage};
 use super::seccomp::FakeOwnership;
 use super::sys::{
     SignalSet, bring_loopback_up, close_all_except, close_fd, join_new_session_keyring,
@@ -39,38 +40,64 @@ pub(super) fn handled_signals() -> SignalSet {
 
 /// Init's entry point, right after clone. Never returns.
 pub(super) fn main(launch: &Launch<'_>, channel: Channel, network: Option<Channel>) -> ! {
-    let code = match set_up_and_run(launch, &channel, network) {
+    let code = match set_up(launch, &channel, network) {
         Ok(code) => code,
-        Err(err) => {
-            channel.send_failure(&format!("{err:#}"));
+        Err(failure) => {
+            channel.send_failure(&failure);
             EXIT_DEN_FAILED
         }
     };
     std::process::exit(code)
 }
 
-fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channel>) -> Result<i32> {
+/// Sets the container up, starts the command and sees it through;
+/// returns its exit status.
+fn set_up(
+    launch: &Launch<'_>,
+    channel: &Channel,
+    network: Option<Channel>,
+) -> Result<i32, Failure> {
+    let spec = launch.spec;
+    let signals = prepare_init(launch, channel, network.as_ref()).at(Stage::Other)?;
+    map_ids(launch.host, spec.user()).at(Stage::IdMaps)?;
+    hide_den().at(Stage::Other)?;
+    if let Some(network) = &network {
+        slirp::create_and_send_tun(network).at(Stage::Network)?;
+    }
+    if spec.network.is_own() {
+        open_network_to_the_command(spec).at(Stage::Network)?;
+    }
+    rootfs::build(spec)?;
+    if spec.network == Network::None {
+        bring_loopback_up()
+            .context("bringing up the loopback interface")
+            .at(Stage::Network)?;
+    }
+    start_and_supervise(launch, channel, network, &signals).at(Stage::Other)
+}
+
+/// Init's own footing: it dies with den, holds only the descriptors it
+/// needs, and reads signals from a signalfd.
+fn prepare_init(
+    launch: &Launch<'_>,
+    channel: &Channel,
+    network: Option<&Channel>,
+) -> Result<OwnedFd> {
     // Die with den. If den died before this line, the channel's hang-up
     // below catches it.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .context("setting the parent-death signal")?;
+    keep_only_needed_descriptors(launch.spec, channel, network)?;
+    handled_signals().signalfd().context("creating a signalfd")
+}
+
+fn start_and_supervise(
+    launch: &Launch<'_>,
+    channel: &Channel,
+    network: Option<Channel>,
+    signals: &OwnedFd,
+) -> Result<i32> {
     let spec = launch.spec;
-    keep_only_needed_descriptors(spec, channel, network.as_ref())?;
-    map_ids(launch.host, spec.user())?;
-    hide_den()?;
-    if let Some(network) = &network {
-        slirp::create_and_send_tun(network)?;
-    }
-    if spec.network.is_own() {
-        open_network_to_the_command(spec)?;
-    }
-    let signals = handled_signals()
-        .signalfd()
-        .context("creating a signalfd")?;
-    rootfs::build(spec)?;
-    if spec.network == Network::None {
-        bring_loopback_up().context("bringing up the loopback interface")?;
-    }
     rustix::system::sethostname(spec.hostname.as_bytes()).context("setting the hostname")?;
     let terminal = match spec.tty() {
         true => Some(tty::open_in_container(launch.winsize)?),
@@ -96,7 +123,7 @@ fn set_up_and_run(launch: &Launch<'_>, channel: &Channel, network: Option<Channe
             .send_terminal(rustix::fd::AsFd::as_fd(&terminal.master))
             .context("handing the terminal to den")?;
     }
-    supervise_command(command, &signals, channel, fake_ownership, network)
+    supervise_command(command, signals, channel, fake_ownership, network)
 }
 
 /// Closes every descriptor den had open at the clone (the store lock,

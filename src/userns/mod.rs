@@ -33,6 +33,7 @@ pub mod caps;
 mod channel;
 mod confine;
 mod diagnose;
+mod failure;
 mod init;
 mod process;
 mod rootfs;

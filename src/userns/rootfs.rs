@@ -21,6 +21,7 @@ use rustix::mount::{
     mount_remount, move_mount, open_tree, unmount,
 };
 
+use super::failure::{AtStage, Failure, Stage};
 use super::sys::make_tree_read_only;
 use super::{Network, Spec};
 
@@ -71,16 +72,17 @@ struct HostParts {
 }
 
 /// Builds the root filesystem and makes it the process's root.
-pub(super) fn build(spec: &Spec) -> Result<()> {
+pub(super) fn build(spec: &Spec) -> Result<(), Failure> {
     mount_change(
         "/",
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
-    .context("making the mount tree private")?;
-    let host = take_host_parts(spec)?;
-    let new_root = mount_overlay(spec)?;
-    enter(&new_root)?;
-    populate(spec, host)
+    .context("making the mount tree private")
+    .at(Stage::Mounts)?;
+    let host = take_host_parts(spec).at(Stage::Mounts)?;
+    let new_root = mount_overlay(spec).at(Stage::Overlay)?;
+    enter(&new_root).at(Stage::PivotRoot)?;
+    populate(spec, host).at(Stage::Mounts)
 }
 
 fn take_host_parts(spec: &Spec) -> Result<HostParts> {

@@ -97,9 +97,9 @@ fn namespace_flags(spec: &Spec) -> libc::c_int {
 fn attend_terminal(init: Pid, channel: &Channel, signals: &OwnedFd) -> Result<i32> {
     match channel.receive(true).context("waiting for the container")? {
         Message::Terminal(master) => tty::relay(master, init, signals),
-        Message::Failed(text) => {
+        Message::Failed(failure) => {
             let _ = waitpid(Some(init), WaitOptions::empty());
-            Err(diagnose::setup_failed(&text))
+            Err(diagnose::setup_failed(&failure))
         }
         Message::Closed => wait_forwarding(init, signals),
     }
@@ -108,9 +108,9 @@ fn attend_terminal(init: Pid, channel: &Channel, signals: &OwnedFd) -> Result<i3
 /// If init failed before starting the command, its message becomes den's error.
 fn check_setup(code: i32, channel: &Channel) -> Result<i32> {
     if code == EXIT_DEN_FAILED
-        && let Message::Failed(text) = channel.receive(false).context("reading init's report")?
+        && let Message::Failed(failure) = channel.receive(false).context("reading init's report")?
     {
-        return Err(diagnose::setup_failed(&text));
+        return Err(diagnose::setup_failed(&failure));
     }
     Ok(code)
 }
