@@ -14,4 +14,5 @@ pub mod context;
 pub mod image;
 pub mod launch;
 pub mod net;
+pub mod sys;
 pub mod userns;

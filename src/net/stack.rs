@@ -53,16 +53,10 @@ impl Interest {
     }
 
     fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
-        let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a valid, exclusively borrowed pollfd array.
-        let ret = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as _, millis) };
-        if ret == -1 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::Interrupted {
-                return Err(error);
-            }
+        match crate::sys::signal::poll(&mut self.fds, timeout) {
+            Err(error) if error.kind() != std::io::ErrorKind::Interrupted => Err(error),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn ready(&self) -> impl Iterator<Item = Source> + '_ {
@@ -276,9 +270,7 @@ fn flow_key(ip: &Ipv4Packet<&[u8]>, src_port: u16, dst_port: u16) -> FlowKey {
 /// smoltcp's initial sequence numbers come from this seed.
 fn random_seed() -> u64 {
     let mut seed = [0u8; 8];
-    // SAFETY: writes at most `seed.len()` bytes into `seed`.
-    let filled = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-    if filled != seed.len() as isize {
+    if crate::sys::process::random(&mut seed).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos() as u64);

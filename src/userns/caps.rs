@@ -46,15 +46,8 @@ pub fn restrict_to(set: Capabilities) -> io::Result<()> {
         if set.bits() & (1 << cap) != 0 {
             continue;
         }
-        // SAFETY: PR_CAPBSET_DROP takes a capability number and nothing else.
-        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-        if ret == -1 {
-            let err = io::Error::last_os_error();
-            // Past the kernel's last capability.
-            if err.raw_os_error() == Some(libc::EINVAL) {
-                break;
-            }
-            return Err(err);
+        if !crate::sys::process::drop_bounding_capability(cap)? {
+            break;
         }
     }
     rustix::thread::clear_ambient_capability_set()?;

@@ -13,11 +13,10 @@ use rustix::process::{
 use super::channel::Channel;
 use super::failure::{AtStage, Failure, Stage};
 use super::seccomp::FakeOwnership;
-use super::sys::{
-    SignalSet, bring_loopback_up, close_all_except, close_fd, join_new_session_keyring,
-    read_signal, wipe_environment,
-};
 use super::{EXIT_DEN_FAILED, HostIds, Launch, Network, User, process, rootfs, slirp, tty};
+use crate::sys::netif::bring_loopback_up;
+use crate::sys::process::{close_all_except, close_fd, join_new_session_keyring, wipe_environment};
+use crate::sys::signal::{SignalSet, read_signal};
 
 /// Signals den passes on to the command: the ones a user or a CI runner
 /// sends to stop, reload or resize a foreground job.
@@ -134,11 +133,21 @@ fn keep_only_needed_descriptors(
     channel: &Channel,
     network: Option<&Channel>,
 ) -> Result<()> {
-    let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_fd().as_raw_fd()];
-    keep.extend(network.map(|network| network.as_fd().as_raw_fd()));
+    let channels: Vec<RawFd> = std::iter::once(channel)
+        .chain(network)
+        .map(|channel| channel.as_fd().as_raw_fd())
+        .collect();
+    close_all_except(&needed_descriptors(spec, &channels)).context("closing den's descriptors")
+}
+
+/// Stdio, init's `channels`, and what the command gets: its output and
+/// the descriptors passed on purpose.
+fn needed_descriptors(spec: &super::Spec, channels: &[RawFd]) -> Vec<RawFd> {
+    let mut keep: Vec<RawFd> = vec![0, 1, 2];
+    keep.extend(channels);
     keep.extend(spec.output());
     keep.extend(3..3 + spec.preserved_fds() as RawFd);
-    close_all_except(&keep).context("closing den's descriptors")
+    keep
 }
 
 /// Init holds a copy of den's memory: its environment (tokens and all)
@@ -161,18 +170,25 @@ fn hide_den() -> Result<()> {
 /// command holds NET_BIND_SERVICE, and the container user may ping
 /// (ICMP echo sockets, no raw socket needed).
 fn open_network_to_the_command(spec: &super::Spec) -> Result<()> {
-    let sysctl = |name: &str, value: String| {
+    for (name, value) in network_sysctls(spec) {
         std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value)
-            .with_context(|| format!("setting net.ipv4.{name} in the container"))
-    };
+            .with_context(|| format!("setting net.ipv4.{name} in the container"))?;
+    }
+    Ok(())
+}
+
+/// The `net.ipv4` sysctls `open_network_to_the_command` sets.
+fn network_sysctls(spec: &super::Spec) -> Vec<(&'static str, String)> {
+    let mut sysctls = Vec::new();
     if spec
         .confinement
         .caps
         .contains(super::Capabilities::NET_BIND_SERVICE)
     {
-        sysctl("ip_unprivileged_port_start", "0".into())?;
+        sysctls.push(("ip_unprivileged_port_start", "0".to_string()));
     }
-    sysctl("ping_group_range", format!("{0} {0}", spec.user().gid))
+    sysctls.push(("ping_group_range", format!("{0} {0}", spec.user().gid)));
+    sysctls
 }
 
 /// Maps the invoking host user (and group) to the container user. An
@@ -288,5 +304,65 @@ pub(super) fn exit_code(status: WaitStatus) -> i32 {
         (Some(code), _) => code,
         (None, Some(signal)) => 128 + signal,
         (None, None) => EXIT_DEN_FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::userns::{Command, Confinement, Mode, Spec};
+    use std::path::PathBuf;
+
+    fn command(user: User, preserved_fds: u32, confinement: Confinement) -> Spec {
+        Spec {
+            layers: Vec::new(),
+            scratch: PathBuf::from("/s"),
+            cwd: "/work".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            hostname: "dev".into(),
+            network: Network::None,
+            binds: Vec::new(),
+            confinement,
+            mode: Mode::Command(Command {
+                work: PathBuf::from("/p"),
+                user,
+                tty: false,
+                preserved_fds,
+            }),
+        }
+    }
+
+    #[test]
+    fn init_keeps_stdio_its_channels_and_what_the_command_gets() {
+        let spec = command(User::ROOT, 2, Confinement::default());
+        assert_eq!(needed_descriptors(&spec, &[9, 12]), [0, 1, 2, 9, 12, 3, 4]);
+        let spec = command(User::ROOT, 0, Confinement::default());
+        assert_eq!(needed_descriptors(&spec, &[9]), [0, 1, 2, 9]);
+    }
+
+    #[test]
+    fn low_ports_open_only_with_net_bind_service_and_ping_for_the_users_group() {
+        let user = User {
+            uid: 1000,
+            gid: 100,
+        };
+        let spec = command(user, 0, Confinement::default());
+        assert_eq!(
+            network_sysctls(&spec),
+            [
+                ("ip_unprivileged_port_start", "0".to_string()),
+                ("ping_group_range", "100 100".to_string())
+            ]
+        );
+        let mut confinement = Confinement::default();
+        confinement
+            .caps
+            .remove(crate::userns::Capabilities::NET_BIND_SERVICE);
+        let spec = command(user, 0, confinement);
+        assert_eq!(
+            network_sysctls(&spec),
+            [("ping_group_range", "100 100".to_string())]
+        );
     }
 }

@@ -41,7 +41,6 @@ mod seccomp;
 mod slirp;
 mod spec;
 mod supervise;
-mod sys;
 pub mod threads;
 mod tty;
 
@@ -77,7 +76,7 @@ pub fn run_with(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
 
 /// Whether `fd` is open in den (for `--preserve-fds`).
 pub fn is_open_fd(fd: RawFd) -> bool {
-    sys::is_open(fd)
+    crate::sys::process::is_open(fd)
 }
 
 /// Whether den's stdin and stdout are both terminals, the condition for

@@ -10,10 +10,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::process::Pid;
 
-use super::sys::{
-    Forked, SignalSet, close_on_exec_from, fork, keep_across_exec, reset_signal_disposition,
-};
 use super::{Action, Launch, Spec, User, confine};
+use crate::sys::process::{Forked, close_on_exec_from, execve, fork, keep_across_exec};
+use crate::sys::signal::{SignalSet, reset_signal_disposition};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Exit statuses of a shell for a command it cannot run.
@@ -146,16 +145,6 @@ fn redirect_output(output: std::os::fd::RawFd) -> Result<()> {
     Ok(())
 }
 
-fn execve(program: &CStr, argv: &[CString], envp: &[CString]) -> std::io::Error {
-    let mut argv: Vec<*const libc::c_char> = argv.iter().map(|arg| arg.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envp.iter().map(|var| var.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: both arrays are NUL-terminated and their strings outlive the call.
-    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    std::io::Error::last_os_error()
-}
-
 fn to_cstrings(items: &[String]) -> Result<Vec<CString>, std::ffi::NulError> {
     items
         .iter()
@@ -181,7 +170,11 @@ fn environment(spec: &Spec) -> Vec<String> {
 }
 
 fn home_of(user: User) -> String {
-    let passwd = fs::read("/etc/passwd").unwrap_or_default();
+    home_in(&fs::read("/etc/passwd").unwrap_or_default(), user)
+}
+
+/// `user`'s home in a passwd file's text, else `/`.
+fn home_in(passwd: &[u8], user: User) -> String {
     passwd
         .split(|&byte| byte == b'\n')
         .map(|line| line.split(|&byte| byte == b':').collect::<Vec<_>>())
@@ -193,4 +186,20 @@ fn home_of(user: User) -> String {
         })
         .filter(|home| !home.is_empty())
         .unwrap_or_else(|| "/".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_comes_from_passwd_and_falls_back_to_root() {
+        let passwd =
+            b"root:x:0:0:root:/root:/bin/sh\nada:x:1000:1000::/home/ada:/bin/sh\nnohome:x:7:7:::\n";
+        let user = |uid| User { uid, gid: uid };
+        assert_eq!(home_in(passwd, user(0)), "/root");
+        assert_eq!(home_in(passwd, user(1000)), "/home/ada");
+        assert_eq!(home_in(passwd, user(7)), "/", "an empty home");
+        assert_eq!(home_in(passwd, user(1001)), "/", "no entry");
+    }
 }

@@ -22,8 +22,8 @@ use rustix::mount::{
 };
 
 use super::failure::{AtStage, Failure, Stage};
-use super::sys::make_tree_read_only;
 use super::{Network, Spec};
+use crate::sys::mount::make_tree_read_only;
 
 /// Device nodes bound from the host: the set every program expects.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -524,4 +524,78 @@ fn bind_file(path: &str, contents: &[u8]) -> Result<()> {
         Err(err) => return Err(err).with_context(|| format!("inspecting {path}")),
     }
     mount_bind(&source, path).with_context(|| format!("mounting {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::userns::{Command, Confinement, Mode, User};
+
+    fn spec(network: Network) -> Spec {
+        Spec {
+            layers: vec![
+                PathBuf::from("/s/layers/aa/fs"),
+                PathBuf::from("/s/layers/bb/fs"),
+            ],
+            scratch: PathBuf::from("/s/scratch"),
+            cwd: "/work".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            hostname: "dev".into(),
+            network,
+            binds: Vec::new(),
+            confinement: Confinement::default(),
+            mode: Mode::Command(Command {
+                work: PathBuf::from("/p"),
+                user: User::ROOT,
+                tty: false,
+                preserved_fds: 0,
+            }),
+        }
+    }
+
+    fn etc(network: Network) -> (String, String) {
+        let [(_, hosts), (_, resolv), (_, hostname)] = etc_files(
+            &spec(network),
+            b"nameserver 192.0.2.1\n",
+            b"192.0.2.7\tbuild\n",
+        );
+        assert_eq!(hostname, b"dev\n");
+        (
+            String::from_utf8(hosts).unwrap(),
+            String::from_utf8(resolv).unwrap(),
+        )
+    }
+
+    #[test]
+    fn etc_files_follow_the_network() {
+        let (hosts, resolv) = etc(Network::Host);
+        assert!(hosts.contains("127.0.1.1\tdev\n") && hosts.ends_with("192.0.2.7\tbuild\n"));
+        assert_eq!(resolv, "nameserver 192.0.2.1\n");
+
+        let slirp = |host_loopback| Network::Slirp {
+            ports: Vec::new(),
+            host_loopback,
+        };
+        let (hosts, resolv) = etc(slirp(false));
+        assert!(!hosts.contains("host.den.internal"), "{hosts}");
+        assert_eq!(resolv, "nameserver 10.0.2.3\n");
+        let (hosts, _) = etc(slirp(true));
+        assert!(hosts.contains("10.0.2.2\thost.den.internal\n"), "{hosts}");
+
+        let (hosts, resolv) = etc(Network::None);
+        assert!(!hosts.contains("192.0.2.7"));
+        assert_eq!(resolv, "");
+    }
+
+    #[test]
+    fn layers_share_the_stores_directory_and_odd_paths_are_refused() {
+        let layers = spec(Network::None).layers;
+        assert_eq!(common_parent(&layers), Some(PathBuf::from("/s/layers")));
+        let mixed = [layers[0].clone(), PathBuf::from("/elsewhere/x/fs")];
+        assert_eq!(common_parent(&mixed), None);
+        assert!(option_path(Path::new("/a,b")).is_err());
+        assert!(option_path(Path::new("/a:b")).is_err());
+        assert_eq!(option_path(Path::new("/a/b")).unwrap(), "/a/b");
+    }
 }

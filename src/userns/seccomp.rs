@@ -26,7 +26,7 @@ pub fn default_profile(caps: Capabilities) -> Result<Option<Vec<bpf::Instruction
 /// Installs a profile on the calling process, for it and whatever it
 /// execs. The caller has set no_new_privs.
 pub fn install(profile: &[bpf::Instruction]) -> Result<()> {
-    bpf::install(profile, 0)
+    crate::sys::seccomp::set_filter(profile, false)
         .map(drop)
         .context("installing the seccomp profile")
 }

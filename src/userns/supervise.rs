@@ -10,10 +10,11 @@ use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 
 use super::channel::{self, Channel, Message};
 use super::init::{self, exit_code};
-use super::sys::{Forked, clone_into_namespaces, read_signal};
 use super::{
     EXIT_DEN_FAILED, HostIds, Launch, Network, Spec, diagnose, seccomp, slirp, threads, tty,
 };
+use crate::sys::process::{Forked, clone_into_namespaces};
+use crate::sys::signal::read_signal;
 
 pub(super) fn run(spec: &Spec, started: impl FnOnce()) -> Result<i32> {
     let host = HostIds {

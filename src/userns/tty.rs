@@ -15,7 +15,7 @@ use rustix::termios::{
 };
 
 use super::init::exit_code;
-use super::sys::read_signal;
+use crate::sys::signal::read_signal;
 
 /// A pty pair inside the container: init keeps the master until it hands
 /// it to den; the command opens the slave by name.

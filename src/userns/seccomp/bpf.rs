@@ -1,7 +1,6 @@
 //! Classic BPF for seccomp: the few instructions den's filters use, and
 //! installing a program on the calling process.
 
-use std::io;
 use std::mem::offset_of;
 
 pub type Instruction = libc::sock_filter;
@@ -71,29 +70,5 @@ fn jump(op: u32, k: u32, if_true: u8, if_false: u8) -> Instruction {
         jt: if_true,
         jf: if_false,
         k,
-    }
-}
-
-/// Installs `program` on the calling thread (den's processes have one);
-/// returns the syscall's result, a listener fd with
-/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
-pub fn install(program: &[Instruction], flags: libc::c_ulong) -> io::Result<libc::c_long> {
-    let prog = libc::sock_fprog {
-        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
-        // The kernel copies the program and never writes through this.
-        filter: program.as_ptr().cast_mut(),
-    };
-    // SAFETY: `prog` points at `program`, which outlives the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    match ret {
-        -1 => Err(io::Error::last_os_error()),
-        fd => Ok(fd),
     }
 }

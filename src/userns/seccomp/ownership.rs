@@ -25,15 +25,16 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, XattrFlags};
 use rustix::io::Errno;
 
 use super::bpf::{
-    self, Instruction, NATIVE_ARCH, jump_if_equal, load_arch, load_arg_low, load_nr, ret, ret_errno,
+    Instruction, NATIVE_ARCH, jump_if_equal, load_arch, load_arg_low, load_nr, ret, ret_errno,
 };
+use crate::sys::seccomp::{self as sys, Answer, receive, send, still_waiting};
 
 /// The xattr holding a file's faked owner, "uid:gid" in decimal.
 pub const OWNER_XATTR: &str = "user.den.owner";
@@ -76,20 +77,18 @@ impl FakeOwnership {
     /// set*id afterwards.
     pub(in crate::userns) fn install() -> Result<FakeOwnership> {
         let arch = NATIVE_ARCH.context("build steps run on x86_64 and aarch64 only")?;
-        let fd =
-            bpf::install(&filter(arch), libc::SECCOMP_FILTER_FLAG_NEW_LISTENER).map_err(|err| {
-                let hint = match err.raw_os_error() {
-                    // Only one listener per chain of filters.
-                    Some(libc::EBUSY) => " (den cannot build inside another den build step)",
-                    Some(libc::EINVAL) => " (build steps need Linux 5.9 or later)",
-                    _ => "",
-                };
-                anyhow::Error::new(err).context(format!(
-                    "installing the seccomp filter that lets build steps chown{hint}"
-                ))
-            })?;
-        // SAFETY: the kernel returned a fresh descriptor (close-on-exec) we own.
-        let listener = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let listener = sys::set_filter(&filter(arch), true).map_err(|err| {
+            let hint = match err.raw_os_error() {
+                // Only one listener per chain of filters.
+                Some(libc::EBUSY) => " (den cannot build inside another den build step)",
+                Some(libc::EINVAL) => " (build steps need Linux 5.9 or later)",
+                _ => "",
+            };
+            anyhow::Error::new(err).context(format!(
+                "installing the seccomp filter that lets build steps chown{hint}"
+            ))
+        })?;
+        let listener = listener.context("the kernel gave no seccomp listener")?;
         Ok(FakeOwnership { listener })
     }
 
@@ -154,80 +153,6 @@ fn set_id_check(call: libc::c_long, id_args: usize) -> Vec<Instruction> {
 }
 
 // ---- the notification protocol ----
-
-/// Receives one notification; None when its caller was interrupted
-/// before init got to it.
-fn receive(listener: BorrowedFd<'_>) -> io::Result<Option<libc::seccomp_notif>> {
-    // SAFETY: plain data; the kernel refuses a buffer that is not zeroed.
-    let mut notification: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    // SAFETY: the buffer has the size the ioctl number encodes.
-    let ret = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_RECV,
-            &mut notification as *mut libc::seccomp_notif,
-        )
-    };
-    if ret == 0 {
-        return Ok(Some(notification));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENOENT | libc::EINTR) => Ok(None),
-        _ => Err(err),
-    }
-}
-
-/// Whether the notification's caller is still waiting: after it, the pid
-/// and the memory read belong to that caller and not to a reused pid.
-fn still_waiting(listener: BorrowedFd<'_>, id: u64) -> bool {
-    // SAFETY: the ioctl reads one u64.
-    let ret = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &id as *const u64,
-        )
-    };
-    ret == 0
-}
-
-/// What the caller's syscall does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    /// The kernel runs the call as made.
-    Continue,
-    /// The call returns 0.
-    Success,
-    /// The call fails with this errno.
-    Fail(Errno),
-}
-
-fn send(listener: BorrowedFd<'_>, id: u64, answer: Answer) -> io::Result<()> {
-    // SAFETY: plain data; all-zero is a valid response.
-    let mut response: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
-    response.id = id;
-    match answer {
-        Answer::Continue => response.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        Answer::Success => {}
-        Answer::Fail(errno) => response.error = -errno.raw_os_error(),
-    }
-    // SAFETY: the response has the size the ioctl number encodes.
-    let ret = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &mut response as *mut libc::seccomp_notif_resp,
-        )
-    };
-    let err = io::Error::last_os_error();
-    match ret {
-        0 => Ok(()),
-        // The caller was interrupted or died meanwhile: nobody to answer.
-        _ if err.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        _ => Err(err),
-    }
-}
 
 // ---- faking one chown ----
 

@@ -1,10 +1,9 @@
-//! The few syscalls rustix does not wrap (clone with namespace flags,
-//! mount_setattr, close_range, keyctl, signal masks and signalfd), behind
-//! small safe functions.
+//! Processes: forking (into new namespaces), descriptors, the session
+//! keyring, and the environment strings in memory.
 
+use std::ffi::{CStr, CString};
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
 /// Which side of a fork we are on.
 pub enum Forked {
@@ -39,56 +38,29 @@ fn forked(ret: libc::pid_t) -> io::Result<Forked> {
     }
 }
 
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-/// Makes a detached mount tree (from `open_tree`) read-only, submounts
-/// included. A plain remount would only touch the top mount.
-pub fn make_tree_read_only(tree: impl AsFd) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` outlives the call and its size is passed with it.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_fd().as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Closes every descriptor of the process but `keep` (in any order).
 pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+    for (first, last) in ranges_between(keep) {
+        close_range(first, last, 0)?;
+    }
+    Ok(())
+}
+
+/// The descriptor ranges (first, last) that hold none of `keep`.
+fn ranges_between(keep: &[RawFd]) -> Vec<(RawFd, RawFd)> {
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 0).collect();
     keep.sort_unstable();
     keep.dedup();
+    let mut ranges = Vec::new();
     let mut first = 0;
     for fd in keep {
         if fd > first {
-            close_range(first, fd - 1, 0)?;
+            ranges.push((first, fd - 1));
         }
         first = fd + 1;
     }
-    close_range(first, RawFd::MAX, 0)
+    ranges.push((first, RawFd::MAX));
+    ranges
 }
 
 /// Closes one descriptor that no Rust object owns in this process (one
@@ -224,102 +196,54 @@ fn environment_strings_from_proc() -> io::Result<(usize, usize)> {
     Ok((field(50)?, field(51)?))
 }
 
-/// A set of signal numbers.
-pub struct SignalSet(libc::sigset_t);
-
-impl SignalSet {
-    pub fn of(signals: &[libc::c_int]) -> SignalSet {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set; sigaddset only reads valid numbers.
-        unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-            for &signal in signals {
-                libc::sigaddset(set.as_mut_ptr(), signal);
-            }
-            SignalSet(set.assume_init())
-        }
-    }
-
-    /// Blocks these signals so they queue for a signalfd instead of
-    /// running default actions. Children inherit the mask.
-    pub fn block(&self) -> io::Result<()> {
-        self.set_mask(libc::SIG_BLOCK)
-    }
-
-    /// Replaces the mask: used with an empty set before exec.
-    pub fn set_as_mask(&self) -> io::Result<()> {
-        self.set_mask(libc::SIG_SETMASK)
-    }
-
-    fn set_mask(&self, how: libc::c_int) -> io::Result<()> {
-        // SAFETY: valid set pointer, null old-set pointer.
-        let ret = unsafe { libc::sigprocmask(how, &self.0, std::ptr::null_mut()) };
-        if ret == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// A signalfd that reads these (blocked) signals.
-    pub fn signalfd(&self) -> io::Result<OwnedFd> {
-        // SAFETY: valid set pointer; the returned fd is owned by us.
-        let fd = unsafe { libc::signalfd(-1, &self.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-        if fd == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+/// Execs `program`; returns only on failure, with the error.
+pub fn execve(program: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = argv.iter().map(|arg| arg.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envp.iter().map(|var| var.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: both arrays are NUL-terminated and their strings outlive the call.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
 }
 
-/// Reads one pending signal from a non-blocking signalfd.
-pub fn read_signal(signalfd: impl AsFd) -> io::Result<Option<libc::c_int>> {
-    let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    // SAFETY: the buffer is exactly one siginfo long.
-    let n = unsafe { libc::read(signalfd.as_fd().as_raw_fd(), info.as_mut_ptr().cast(), size) };
-    if n == -1 {
+/// Drops capability number `cap` from the bounding set; false when the
+/// kernel has no such capability (past its last one).
+pub fn drop_bounding_capability(cap: u32) -> io::Result<bool> {
+    // SAFETY: PR_CAPBSET_DROP takes a capability number and nothing else.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if ret == -1 {
         let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(err)
+        return match err.raw_os_error() {
+            Some(libc::EINVAL) => Ok(false),
+            _ => Err(err),
         };
     }
-    // SAFETY: the kernel filled a whole siginfo.
-    Ok(Some(unsafe { info.assume_init() }.ssi_signo as libc::c_int))
+    Ok(true)
 }
 
-/// Puts a signal's disposition back to the default. Needed before exec
-/// because Rust ignores SIGPIPE and an ignored signal stays ignored
-/// across exec (`yes | head` would then never end).
-pub fn reset_signal_disposition(signal: libc::c_int) {
-    // SAFETY: SIG_DFL is always a valid disposition.
-    unsafe { libc::signal(signal, libc::SIG_DFL) };
+/// Fills `buf` from the kernel's random source.
+pub fn random(buf: &mut [u8]) -> io::Result<()> {
+    // SAFETY: writes at most `buf.len()` bytes into `buf`.
+    let filled = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    match filled {
+        -1 => Err(io::Error::last_os_error()),
+        n if n as usize == buf.len() => Ok(()),
+        _ => Err(io::Error::other("getrandom returned fewer bytes")),
+    }
 }
 
-/// Brings the loopback interface of the current network namespace up.
-pub fn bring_loopback_up() -> io::Result<()> {
-    // SAFETY: a plain socket for the ioctl; closed by OwnedFd.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags =
-        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: valid ifreq pointer for SIOCSIFFLAGS.
-    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_everything_around_what_is_kept() {
+        assert_eq!(
+            ranges_between(&[0, 1, 2, 7, 5, 5]),
+            [(3, 4), (6, 6), (8, RawFd::MAX)]
+        );
+        assert_eq!(ranges_between(&[]), [(0, RawFd::MAX)]);
+        assert_eq!(ranges_between(&[0, 1, 2]), [(3, RawFd::MAX)]);
     }
 }
