@@ -1,6 +1,7 @@
 //! From a project's container and a command line to a running container:
-//! resolves the image, composes the environment and working directory,
-//! and hands a `userns::Spec` to the runtime.
+//! gets the image from `build` (built or pulled as needed), composes the
+//! environment, working directory and binds, translates den.yaml's
+//! settings into a `userns::Spec` and hands it to the runtime.
 
 use std::path::Path;
 

@@ -12,6 +12,10 @@
 //! a hash of the steps, the base image's id and stat signatures of the
 //! project files the steps read; when all match, no step is looked at.
 //!
+//! A container's base comes from `base` (an image source or den.lock's
+//! pin), from another container's build (`container:`), or from
+//! `bootstrap`, which makes a Debian or Ubuntu system.
+//!
 //! Steps run as container root under the one-id map. Builds install
 //! the fake-ownership filter (see `userns::seccomp`), so package
 //! managers can chown to ids that don't exist here; the owners they ask

@@ -1,5 +1,7 @@
-//! One module per subcommand; each parses nothing and delegates to the
-//! library rooms (config, image, userns) through `launch`.
+//! One module per subcommand, as `cli` dispatches them: each takes the
+//! `Context` and its arguments and calls the rooms that do the work
+//! (`launch` for run, exec and shell; `build`, `base`, `image`), printing
+//! what the user sees.
 
 pub mod build;
 pub mod exec;

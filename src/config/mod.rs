@@ -4,6 +4,9 @@
 //! public for callers that already have a path or the text. A `Config`
 //! has been validated: every command names an existing container and every
 //! image source parses, so later stages never need to re-check.
+//!
+//! `settings` reads den's own per-user settings file in the same YAML
+//! dialect; `yaml` is the parser both share, keeping every position.
 
 mod error;
 mod schema;
