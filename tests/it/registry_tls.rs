@@ -1,8 +1,6 @@
 //! Pulls over TLS, through a proxy and into a full disk, with the real
 //! `den` binary as the test user against real registries on 127.0.0.1.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,8 +12,10 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::registry::{self, fixtures};
-use common::{DEN_FAILED, DEN_TIME_LIMIT, Project, Runner, bounded, refused_any_case, text};
+use crate::harness::registry::{self, fixtures};
+use crate::harness::{
+    self, DEN_FAILED, DEN_TIME_LIMIT, Project, Runner, bounded, refused_any_case, text,
+};
 
 fn project() -> Project {
     Project::new("containers: {}\n")
@@ -65,7 +65,7 @@ struct Pki {
 fn openssl(args: &[&str], dir: &Path) {
     let mut command = Command::new("openssl");
     command.args(args).current_dir(dir);
-    let output = common::run_bounded(command, Duration::from_secs(30));
+    let output = harness::run_bounded(command, Duration::from_secs(30));
     assert!(
         output.status.success(),
         "openssl {args:?}: {}",
@@ -233,7 +233,7 @@ fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
 
     // With it, by IP and by name.
     let output = pull(&project, &[("SSL_CERT_FILE", ca)], &["--quiet", &reference]);
-    let stdout = common::success(&output);
+    let stdout = harness::success(&output);
     assert!(
         stdout.starts_with(&format!("pulled {reference} sha256:")),
         "{stdout}"
@@ -243,7 +243,7 @@ fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
     let port = tls.addr.rsplit(':').next().unwrap();
     let by_name = format!("localhost:{port}/{}:latest", fx.zstd.repo);
     let output = pull(&project, &[("SSL_CERT_FILE", ca)], &[&by_name]);
-    let stdout = common::success(&output);
+    let stdout = harness::success(&output);
     assert!(stdout.contains("resolving "), "{stdout}");
     assert!(has_layers(&project.data, &fx.zstd));
 }
@@ -343,7 +343,7 @@ fn non_loopback_registries_go_through_the_proxy_and_loopback_does_not() {
         ("HTTPS_PROXY", dead_url.as_str()),
         ("DEN_INSECURE_REGISTRIES", host.as_str()),
     ];
-    let stdout = common::success(&pull(&project, &env, &[&reference]));
+    let stdout = harness::success(&pull(&project, &env, &[&reference]));
     assert!(
         stdout.contains(&format!("pulled {reference} sha256:")),
         "{stdout}"
@@ -368,7 +368,7 @@ fn non_loopback_registries_go_through_the_proxy_and_loopback_does_not() {
         ("ALL_PROXY", dead_url.as_str()),
     ];
     let direct = format!("{}/{}:latest", fx.registry.addr, fx.zstd.repo);
-    common::success(&pull(&project, &env, &["--quiet", &direct]));
+    harness::success(&pull(&project, &env, &["--quiet", &direct]));
     assert!(has_layers(&project.data, &fx.zstd));
 }
 
@@ -395,7 +395,7 @@ fn insecure_registries_come_from_the_settings_file_too() {
 
     std::fs::write(&settings, format!("insecure-registries:\n  - {host}\n")).unwrap();
     project.hand_over();
-    let stdout = common::success(&pull(&project, &env, &[&reference]));
+    let stdout = harness::success(&pull(&project, &env, &[&reference]));
     assert!(
         stdout.contains(&format!("pulled {reference} sha256:")),
         "{stdout}"
@@ -428,7 +428,7 @@ fn a_full_disk_fails_clearly_and_keeps_nothing() {
          echo \"tmp=$(ls -A \"$D/tmp\" | tr '\\n' ' ')\"; \
          echo \"images=$(ls -A \"$D/images\" 2>/dev/null | tr '\\n' ' ')\"",
         data = project.data.display(),
-        den = common::den_binary().display(),
+        den = harness::den_binary().display(),
     );
     let mut command = in_user_namespace(&script);
     command
@@ -469,7 +469,7 @@ fn a_full_disk_fails_clearly_and_keeps_nothing() {
 /// Runs `command` with the pty as stdin and stderr (and controlling
 /// terminal), stdout piped; returns (status, stdout, terminal transcript).
 fn on_terminal(mut command: Command) -> (std::process::ExitStatus, String, String) {
-    let mut pty = common::pty::Pty::open(40, 120);
+    let mut pty = harness::pty::Pty::open(40, 120);
     pty.attach(&mut command);
     command.env("TERM", "xterm");
     command.stdout(Stdio::piped());
@@ -516,7 +516,7 @@ fn pull_on_a_terminal_draws_bars_on_stderr() {
     // Without a terminal: the plain lines on stdout, nothing on stderr.
     let project = self::project();
     let output = pull(&project, &[], &[&reference]);
-    let stdout = common::success(&output);
+    let stdout = harness::success(&output);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], format!("resolving {reference}"), "{stdout}");
     assert!(lines.iter().any(|l| l.starts_with("fetching ")), "{stdout}");
@@ -539,7 +539,7 @@ fn implicit_pulls_report_on_stderr_and_leave_stdout_to_the_command() {
     // No terminal: plain lines on stderr.
     let project = Project::new(&den_yaml);
     let output = bounded(project.den(Runner::User, &["exec", "c", "--", "echo", "hi"]));
-    assert_eq!(common::success(&output), "hi\n");
+    assert_eq!(harness::success(&output), "hi\n");
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains(&format!("resolving {reference}")),
@@ -581,7 +581,7 @@ fn the_system_store_is_trusted_and_ssl_cert_file_replaces_it() {
         home = project.home.display(),
         ca = pki.ca.display(),
         data = project.data.display(),
-        den = common::den_binary().display(),
+        den = harness::den_binary().display(),
     );
     // A bundle without the test CA, for SSL_CERT_FILE.
     fs::copy(system, project.home.join("none.crt")).unwrap();
@@ -608,8 +608,8 @@ fn the_system_store_is_trusted_and_ssl_cert_file_replaces_it() {
 
 /// `sh -c script` as the test user in a new user+mount namespace.
 fn in_user_namespace(script: &str) -> Command {
-    let mut command = if common::running_as_root() {
-        let (uid, gid) = common::test_ids();
+    let mut command = if harness::running_as_root() {
+        let (uid, gid) = harness::test_ids();
         let mut command = Command::new("setpriv");
         command
             .arg(format!("--reuid={uid}"))

@@ -1,5 +1,9 @@
-//! den's network stack (`den::net`) against a real container network
-//! namespace.
+//! den's user-mode network stack (`den::net`) driven directly, without
+//! the den binary, against a real container network namespace: TCP
+//! through the gateway (100 MiB each way, 200 connections, shutdown),
+//! UDP, ping, the DNS forwarder, published ports and port specs, and the
+//! throughput benchmark bench/net runs. `container_network` tests the
+//! same stack through den.
 //!
 //! Each test forks a "container": a child that unshares a user and a
 //! network namespace, creates the TUN with [`create_tun`], sends its fd
@@ -817,8 +821,8 @@ fn port_specs_parse() {
 // -------------------------------------------------------------- benchmark
 
 /// Throughput through den's stack and a published port, with iperf3 (run
-/// by bench/net: `cargo test --release --test net -- --ignored net_bench
-/// --nocapture`). Prints one `RESULT` line per path.
+/// by bench/net: `cargo test --release --test it -- --ignored --exact
+/// network_stack::net_bench --nocapture`). Prints one `RESULT` line per path.
 #[test]
 #[ignore = "a benchmark: run by bench/net"]
 fn net_bench() {

@@ -1,9 +1,9 @@
 //! Real registries for the pull tests: CNCF distribution (Debian's
 //! `docker-registry`) bound to 127.0.0.1, optionally behind htpasswd
 //! basic auth or a token server run in-process, filled with `skopeo copy`
-//! from OCI layouts written by `common::oci`. Everything is bounded in
+//! from OCI layouts written by `harness::oci`. Everything is bounded in
 //! time, and every process started here is killed at drop (or at exit,
-//! for the fixtures a test binary shares).
+//! for the fixtures a test process shares).
 //!
 //! Needs the Debian packages docker-registry, apache2-utils (htpasswd),
 //! skopeo and openssl (`.ci/setup`).
@@ -574,8 +574,6 @@ pub struct TokenIssuer {
     stop: Arc<AtomicBool>,
     /// Users whose Basic credentials it accepted, one per token.
     pub granted: Arc<Mutex<Vec<String>>>,
-    /// Requests it refused with 401.
-    pub refused: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -593,11 +591,9 @@ impl TokenIssuer {
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let granted = Arc::new(Mutex::new(Vec::new()));
-        let refused = Arc::new(AtomicU64::new(0));
         let thread = {
             let stop = Arc::clone(&stop);
             let granted = Arc::clone(&granted);
-            let refused = Arc::clone(&refused);
             thread::spawn(move || {
                 let serial = AtomicU64::new(0);
                 for stream in listener.incoming() {
@@ -605,15 +601,7 @@ impl TokenIssuer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let _ = serve_token(
-                        stream,
-                        credentials,
-                        &pair,
-                        &rng,
-                        &serial,
-                        &granted,
-                        &refused,
-                    );
+                    let _ = serve_token(stream, credentials, &pair, &rng, &serial, &granted);
                 }
             })
         };
@@ -621,7 +609,6 @@ impl TokenIssuer {
             addr,
             stop,
             granted,
-            refused,
             thread: Some(thread),
         }
     }
@@ -648,7 +635,6 @@ fn serve_token(
     rng: &ring::rand::SystemRandom,
     serial: &AtomicU64,
     granted: &Mutex<Vec<String>>,
-    refused: &AtomicU64,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -687,7 +673,6 @@ fn serve_token(
     let user = match authorization {
         Some(header) if header == expected => USER.to_string(),
         Some(_) => {
-            refused.fetch_add(1, Ordering::SeqCst);
             return respond(
                 &mut stream,
                 "401 Unauthorized",
@@ -695,7 +680,6 @@ fn serve_token(
             );
         }
         None if credentials => {
-            refused.fetch_add(1, Ordering::SeqCst);
             return respond(
                 &mut stream,
                 "401 Unauthorized",
@@ -1043,7 +1027,7 @@ pub struct Pushed {
     pub diff_ids: Vec<String>,
 }
 
-/// The images every test of a binary shares, pushed once to one storage
+/// The images every test of a process shares, pushed once to one storage
 /// dir served by `registry` (anonymous). More registries (basic, token)
 /// can serve the same storage.
 pub struct Fixtures {

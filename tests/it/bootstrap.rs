@@ -7,7 +7,7 @@
 //!   records the package set; with den.lock and the layer present a second
 //!   run uses no network at all (a dead proxy changes nothing, while
 //!   without den.lock it stops den).
-//! - Trust: through a local mirror (`common::mirror`) that lies, a changed
+//! - Trust: through a local mirror (`harness::mirror`) that lies, a changed
 //!   InRelease, a Packages.xz that does not match InRelease and a .deb
 //!   that does not match its index are each refused with den's error
 //!   (exit 125) before dpkg runs, leaving no layer and no den.lock.
@@ -22,8 +22,6 @@
 //!
 //! A bootstrap takes 30-60 s here (mostly dpkg), so there are few.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -34,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::mirror::{Mirror, Tamper};
-use common::{Project, Runner, refused, run_bounded, running_as_root, success, text};
+use crate::harness::mirror::{Mirror, Tamper};
+use crate::harness::{self, Project, Runner, refused, run_bounded, running_as_root, success, text};
 use serde_json::Value;
 
 /// Any single den call; a bootstrap with an install step can take minutes
@@ -153,7 +151,7 @@ fn fetching(stderr: &str) -> Option<(usize, usize)> {
 fn user_dir(temp: &tempfile::TempDir, name: &str) -> PathBuf {
     let dir = temp.path().join(name);
     fs::create_dir(&dir).unwrap();
-    common::give_to_test_user(&dir);
+    harness::give_to_test_user(&dir);
     dir
 }
 

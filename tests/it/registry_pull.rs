@@ -3,17 +3,17 @@
 //! formats, manifests, platforms, credentials and token auth, offline
 //! runs after a pull, corrupt blobs and a killed pull.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
-use common::sorted_names as names;
-use common::{DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text};
+use crate::harness::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
+use crate::harness::sorted_names as names;
+use crate::harness::{
+    self, DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text,
+};
 
 // ---------------------------------------------------------------------------
 // Running den, always with a deadline.
@@ -151,7 +151,7 @@ fn fixture_registries_authenticate_as_configured() {
             command.arg("--no-creds");
         }
         command.arg(format!("docker://{addr}/multi:latest"));
-        common::run_bounded(command, Duration::from_secs(60))
+        harness::run_bounded(command, Duration::from_secs(60))
     };
     let good = format!("{}:{}", registry::USER, registry::PASSWORD);
     let bad = format!("{}:wrong", registry::USER);
@@ -197,7 +197,7 @@ fn pull_and_run(fx: &Fixtures, image: &Pushed, runner: Runner) {
 
 #[test]
 fn multi_layer_image_with_whiteouts_pulls_and_runs() {
-    for runner in common::runners() {
+    for runner in harness::runners() {
         pull_and_run(fixtures(), &fixtures().multi, runner);
     }
 }

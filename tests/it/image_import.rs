@@ -1,10 +1,9 @@
-//! Images end to end, through the real `den` binary as the test user:
-//! what a container sees of an OCI image (whiteouts, compression, links,
-//! modes, mtimes, tags, archives), refusal of malicious and corrupt layers
-//! without touching the host or recording anything, concurrent imports,
-//! the fast path for unchanged sources, and the errors for bad sources.
-
-mod common;
+//! Importing `oci:` images end to end, through the real `den` binary as
+//! the test user: what a container sees of an OCI image (whiteouts,
+//! compression, links, modes, mtimes, tags, archives), refusal of
+//! malicious and corrupt layers without touching the host or recording
+//! anything, concurrent imports, the fast path for unchanged sources, and
+//! the errors for bad sources.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -13,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::oci::{self, Compression, Layer, TarBuilder, blob_path, manifest, read_json};
-use common::{Project, Runner, bounded, give_to_test_user, refused, success, text};
+use crate::harness::oci::{self, Compression, Layer, TarBuilder, blob_path, manifest, read_json};
+use crate::harness::{Project, Runner, bounded, give_to_test_user, refused, success, text};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------

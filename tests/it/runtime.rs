@@ -3,8 +3,6 @@
 //! writes, concurrency and isolation. den runs as the unprivileged test
 //! user, and as root too where that makes sense.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -13,11 +11,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::pty::Pty;
-use common::spawned::{
+use crate::harness::pty::Pty;
+use crate::harness::spawned::{
     Spawned, TIMEOUT, eventually, marker, output_within, processes_with_argv, wait_until,
 };
-use common::{Project, Runner, runners, success, test_ids, text};
+use crate::harness::{self, Project, Runner, runners, success, test_ids, text};
 use rustix::termios::LocalModes;
 
 const DEN_YAML: &str = "\
@@ -45,7 +43,7 @@ commands:
 /// A project with the busybox fixture image.
 fn project() -> Project {
     let project = Project::new(DEN_YAML);
-    common::oci::write_busybox(&project.root.join("image"));
+    harness::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
     project
 }
@@ -894,7 +892,7 @@ fn dev_has_the_usual_nodes_and_tmp_is_writable() {
 
 #[test]
 fn root_runs_a_command_and_writes_to_work_as_root() {
-    if !common::running_as_root() {
+    if !harness::running_as_root() {
         return;
     }
     let project = project();
