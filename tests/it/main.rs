@@ -19,7 +19,7 @@ mod lockfile;
 mod login;
 mod malicious_layers;
 mod network_stack;
+mod pull_environment;
 mod registry_pull;
-mod registry_tls;
 mod runtime;
 mod smoke;

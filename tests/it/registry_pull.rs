@@ -1,7 +1,8 @@
 //! Pulling from real registries (CNCF distribution on 127.0.0.1, filled
 //! with skopeo), through the real `den` binary as the test user: layer
 //! formats, manifests, platforms, credentials and token auth, offline
-//! runs after a pull, corrupt blobs and a killed pull.
+//! runs after a pull, corrupt blobs and a killed pull. TLS, proxies, a
+//! full disk and progress output are in `pull_environment`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,9 +1,9 @@
 //! Real registries for the pull tests: CNCF distribution (Debian's
-//! `docker-registry`) bound to 127.0.0.1, optionally behind htpasswd
-//! basic auth or a token server run in-process, filled with `skopeo copy`
-//! from OCI layouts written by `harness::oci`. Everything is bounded in
-//! time, and every process started here is killed at drop (or at exit,
-//! for the fixtures a test process shares).
+//! `docker-registry`) bound to 127.0.0.1, over http behind no auth,
+//! htpasswd basic auth or a token server run in-process, or over https,
+//! filled with `skopeo copy` from OCI layouts written by `harness::oci`.
+//! Everything is bounded in time, and every process started here is
+//! killed at drop (or at exit, for the fixtures a test process shares).
 //!
 //! Needs the Debian packages docker-registry, apache2-utils (htpasswd),
 //! skopeo and openssl (`.ci/setup`).
@@ -290,6 +290,12 @@ pub enum Auth {
     Token { credentials: bool },
 }
 
+/// The certificate and key a registry serves https with.
+pub struct ServerCert<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
 /// A `docker-registry serve` on 127.0.0.1, killed at drop.
 pub struct Registry {
     child: Option<Child>,
@@ -304,9 +310,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry serving `storage` (several may share one), and
-    /// waits until `/v2/` answers.
+    /// Starts a registry serving `storage` (several may share one) over
+    /// plain http, and waits until `/v2/` answers.
     pub fn start(storage: &Path, auth: Auth) -> Registry {
+        Registry::spawn(storage, auth, None)
+    }
+
+    /// Starts an anonymous registry serving `storage` over https with
+    /// `cert`, and waits until it accepts connections.
+    pub fn start_tls(storage: &Path, cert: ServerCert) -> Registry {
+        Registry::spawn(storage, Auth::Anonymous, Some(cert))
+    }
+
+    fn spawn(storage: &Path, auth: Auth, tls: Option<ServerCert>) -> Registry {
         // Removed at drop, or at exit for a registry a static holds.
         let config_dir = scratch_dir("den-test-registry-config-").keep();
         remove_at_exit(config_dir.clone());
@@ -335,12 +351,20 @@ impl Registry {
                 yaml
             }
         };
+        let tls_yaml = match &tls {
+            Some(ServerCert { cert, key }) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n\
              http:\n  addr: 127.0.0.1:0\n  secret: den-test-secret\n\
-             {auth_yaml}",
+             {tls_yaml}{auth_yaml}",
             storage.display()
         );
         let config_path = config_dir.join("config.yml");
@@ -394,20 +418,44 @@ impl Registry {
                 registry.log()
             ),
         }
+        if tls.is_some() {
+            registry.wait_until_accepting();
+        } else {
+            registry.wait_until_answering();
+        }
+        registry
+    }
+
+    /// Waits until plain-http `/v2/` answers (200, or 401 with auth).
+    fn wait_until_answering(&self) {
         let deadline = Instant::now() + STARTUP;
         loop {
-            match http_get(&registry.addr, "/v2/", &[]) {
-                Ok(response) if response.status == 200 || response.status == 401 => break,
+            match http_get(&self.addr, "/v2/", &[]) {
+                Ok(response) if response.status == 200 || response.status == 401 => return,
                 _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                 other => panic!(
                     "registry at {} does not answer /v2/ ({:?}); log:\n{}",
-                    registry.addr,
+                    self.addr,
                     other.map(|r| r.status),
-                    registry.log()
+                    self.log()
                 ),
             }
         }
-        registry
+    }
+
+    /// Waits until the port accepts connections (an https registry: this
+    /// harness speaks no TLS).
+    fn wait_until_accepting(&self) {
+        let deadline = Instant::now() + STARTUP;
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "registry at {} does not accept connections; log:\n{}",
+                self.addr,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What the registry logged so far.

@@ -1,18 +1,22 @@
-//! Pulls over TLS, through a proxy and into a full disk, with the real
-//! `den` binary as the test user against real registries on 127.0.0.1.
+//! Pulls under the host's conditions, with the real `den` binary as the
+//! test user against real registries on 127.0.0.1: TLS trust
+//! (`SSL_CERT_FILE`, the system store), proxies (`HTTP_PROXY`,
+//! `HTTPS_PROXY`, `NO_PROXY`; loopback always direct), insecure registries
+//! from the settings file, a full disk, and progress with and without a
+//! terminal. `registry_pull` covers what a pull fetches and verifies.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::registry::{self, fixtures};
+use crate::harness::registry::{self, Registry, ServerCert, fixtures};
 use crate::harness::{
     self, DEN_FAILED, DEN_TIME_LIMIT, Project, Runner, bounded, refused_any_case, text,
 };
@@ -39,27 +43,25 @@ fn has_layers(data: &Path, image: &registry::Pushed) -> bool {
         .all(|d| data.join("layers").join(d).join("fs").is_dir())
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 // ---------------------------------------------------------------------------
 // TLS: an openssl CA, a server certificate for 127.0.0.1 and localhost,
 // and docker-registry with `http.tls`, serving the shared fixtures.
 
 struct Pki {
-    dir: PathBuf,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+}
+
+impl Pki {
+    /// A registry serving `storage` over https with this certificate.
+    fn registry(&self, storage: &Path) -> Registry {
+        let cert = ServerCert {
+            cert: &self.cert,
+            key: &self.key,
+        };
+        Registry::start_tls(storage, cert)
+    }
 }
 
 fn openssl(args: &[&str], dir: &Path) {
@@ -145,72 +147,6 @@ fn pki() -> Pki {
         ca: dir.join("ca.crt"),
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
-        dir,
-    }
-}
-
-/// docker-registry over TLS on 127.0.0.1, killed at drop.
-struct TlsRegistry {
-    child: Child,
-    addr: String,
-}
-
-impl TlsRegistry {
-    fn start(storage: &Path, pki: &Pki) -> TlsRegistry {
-        let config = pki.dir.join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: info\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:0\n  secret: den-test-secret\n  tls:\n    certificate: {}\n    key: {}\n",
-                storage.display(),
-                pki.cert.display(),
-                pki.key.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start docker-registry");
-        let stderr = child.stderr.take().unwrap();
-        let (send, listening) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect();
-                    let _ = send.send(addr);
-                }
-            }
-        });
-        let addr = listening
-            .recv_timeout(Duration::from_secs(20))
-            .expect("docker-registry reports its address");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "TLS registry does not listen");
-            thread::sleep(Duration::from_millis(20));
-        }
-        TlsRegistry { child, addr }
-    }
-}
-
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -218,7 +154,7 @@ impl Drop for TlsRegistry {
 fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
     let fx = fixtures();
     let pki = pki();
-    let tls = TlsRegistry::start(fx.storage(), &pki);
+    let tls = pki.registry(fx.storage());
     let project = project();
     let ca = pki.ca.to_str().unwrap();
 
@@ -229,7 +165,10 @@ fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
         &output,
         &["not trusted", "certificate", "SSL_CERT_FILE", &tls.addr],
     );
-    assert_eq!(names(&project.data.join("images")), Vec::<String>::new());
+    assert_eq!(
+        harness::sorted_names(&project.data.join("images")),
+        Vec::<String>::new()
+    );
 
     // With it, by IP and by name.
     let output = pull(&project, &[("SSL_CERT_FILE", ca)], &["--quiet", &reference]);
@@ -568,7 +507,7 @@ fn implicit_pulls_report_on_stderr_and_leave_stdout_to_the_command() {
 fn the_system_store_is_trusted_and_ssl_cert_file_replaces_it() {
     let fx = fixtures();
     let pki = pki();
-    let tls = TlsRegistry::start(fx.storage(), &pki);
+    let tls = pki.registry(fx.storage());
     let project = project();
     let reference = format!("{}/{}:latest", tls.addr, fx.multi.repo);
     let system = "/etc/ssl/certs/ca-certificates.crt";
