@@ -608,6 +608,12 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// The program name (`comm`) of process `pid`, if it still runs.
+fn program_of(pid: u32) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -671,11 +677,17 @@ fn an_interrupted_bootstrap_resumes() {
     let mut command = project.den(Runner::User, &["run", "pkgs"]);
     command.env("DEN_DATA_DIR", &data);
     let mut third = Background::start(command);
+    let den_pid = third.child.id();
     third.wait_for("dpkg", LIMIT, |stderr| {
         stderr.contains("; configuring them with dpkg")
     });
-    thread::sleep(Duration::from_secs(2));
-    let container = descendants(third.child.id());
+    // den announces dpkg before starting the container: wait for dpkg itself.
+    third.wait_for("dpkg running in the container", LIMIT, |_| {
+        descendants(den_pid)
+            .into_iter()
+            .any(|pid| program_of(pid).as_deref() == Some("dpkg"))
+    });
+    let container = descendants(den_pid);
     assert!(
         !container.is_empty(),
         "no container processes while dpkg runs"

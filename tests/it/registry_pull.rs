@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
 use crate::harness::sorted_names as names;
+use crate::harness::spawned::{TIMEOUT, eventually};
 use crate::harness::{
     self, DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text,
 };
@@ -608,7 +609,9 @@ fn killed_pull_resumes_and_leaves_tmp_empty() {
         assert!(Instant::now() < deadline, "the proxy never stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The kill must leave den's partial layer behind for the rerun to clear.
+    let partial = eventually(TIMEOUT, || !names(&project.data.join("tmp")).is_empty());
+    assert!(partial, "den keeps no partial layer in tmp/ while fetching");
     assert_eq!(
         image_records(&project.data),
         Vec::<String>::new(),
