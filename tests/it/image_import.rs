@@ -10,9 +10,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use crate::harness::oci::{self, Compression, Layer, TarBuilder, blob_path, manifest, read_json};
+use crate::harness::oci::{
+    self, Compression, Layer, TarBuilder, blob_path, busybox, manifest, read_json,
+};
 use crate::harness::{Project, Runner, bounded, give_to_test_user, refused, success, text};
 use serde_json::Value;
 
@@ -34,15 +35,6 @@ fn sh(project: &Project, container: &str, script: &str) -> Output {
 
 fn layer(tar: Vec<u8>, compression: Compression) -> Layer {
     Layer { tar, compression }
-}
-
-/// The busybox layer (built once per test process).
-fn busybox() -> Layer {
-    static TAR: OnceLock<Vec<u8>> = OnceLock::new();
-    layer(
-        TAR.get_or_init(oci::busybox_layer).clone(),
-        Compression::Gzip,
-    )
 }
 
 /// A project whose den.yaml has these containers, as (name, `from:`).

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 fn write_image(dir: &Path, version: &str) {
     let layers = [
-        registry::busybox(),
+        oci::busybox(),
         Layer {
             tar: TarBuilder::new()
                 .file("marker", 0o644, format!("{version}\n").as_bytes())

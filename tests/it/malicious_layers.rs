@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::oci::{self, Compression, Layer, TarBuilder};
+use crate::harness::oci::{self, Compression, Layer, TarBuilder, busybox};
 use crate::harness::{Project, Runner, bounded, refused, run_bounded, success, text};
 
 /// Far more than any refusal here takes; a blob den reads forever or
@@ -91,13 +91,6 @@ impl Case {
         assert_eq!(success(&bounded(good)), "still works\n");
         assert_eq!(self.project.image_records().len(), 1);
         stderr
-    }
-}
-
-fn busybox() -> Layer {
-    Layer {
-        tar: oci::busybox_layer(),
-        compression: Compression::Gzip,
     }
 }
 

@@ -307,7 +307,7 @@ fn den_lock_pins_a_moved_tag_until_den_update() {
     let push_version = |version: &str| {
         let layout = work.path().join(version);
         let layers = [
-            registry::busybox(),
+            oci::busybox(),
             oci::Layer {
                 tar: oci::TarBuilder::new()
                     .file("version", 0o644, format!("{version}\n").as_bytes())

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::oci::{self, Compression, Layer, TarBuilder};
+use super::oci::{self, Compression, Layer, TarBuilder, busybox};
 
 /// The account the basic-auth registries and the token server accept.
 pub const USER: &str = "tester";
@@ -976,12 +976,6 @@ fn gz(tar: Vec<u8>) -> Layer {
         tar,
         compression: Compression::Gzip,
     }
-}
-
-/// The busybox layer (built once per test process).
-pub fn busybox() -> Layer {
-    static TAR: OnceLock<Vec<u8>> = OnceLock::new();
-    gz(TAR.get_or_init(oci::busybox_layer).clone())
 }
 
 /// Layer 2 of `multi`: files layer 3 deletes.
