@@ -2,18 +2,16 @@
 //! (Basic and token auth), as the test user: where credentials are saved,
 //! that pulls use them, credential helpers, and the terminal prompts.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::pty::Pty;
-use common::registry::{self, Auth, Registry, fixtures};
-use common::spawned::{TIMEOUT, output_within, wait_until};
-use common::{DEN_FAILED, Project, Runner, success, text};
+use crate::harness::pty::Pty;
+use crate::harness::registry::{self, Auth, Registry, fixtures};
+use crate::harness::spawned::{TIMEOUT, output_within, wait_until};
+use crate::harness::{self, DEN_FAILED, Project, Runner, success, text};
 use rustix::termios::LocalModes;
 use serde_json::{Value, json};
 
@@ -67,7 +65,7 @@ fn pull(project: &Project, runtime: Option<&Path>, reference: &str) -> Output {
 /// Asserts den failed saying `needle` (any case); returns stderr.
 #[track_caller]
 fn refused(output: &Output, needle: &str) -> String {
-    common::refused_any_case(output, &[needle])
+    harness::refused_any_case(output, &[needle])
 }
 
 fn read_json(path: &Path) -> Value {

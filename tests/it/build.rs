@@ -6,15 +6,15 @@
 //! The Debian test installs real packages from Debian's archive and a
 //! Python package from PyPI over https.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::oci;
-use common::registry::{self, Auth, Registry};
-use common::{Project, Runner, bounded, refused, run_bounded, success, text};
+use crate::harness::oci;
+use crate::harness::registry::{self, Auth, Registry};
+use crate::harness::{
+    DEN_TIME_LIMIT, Project, Runner, bounded, refused, run_bounded, success, text,
+};
 
 const BUSYBOX_YAML: &str = "\
 containers:
@@ -221,7 +221,7 @@ commands:
     );
     let spawn = || {
         let command = project.den(Runner::User, &["run", "show"]);
-        std::thread::spawn(move || run_bounded(command, common::DEN_TIME_LIMIT))
+        std::thread::spawn(move || run_bounded(command, DEN_TIME_LIMIT))
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.join().unwrap(), b.join().unwrap());

@@ -3,12 +3,10 @@
 //! and column), what is wrong and what it expected. Also how `den` alone
 //! lists the commands and how extra arguments reach a command.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::{Project, Runner, bounded, refused};
+use crate::harness::{self, Project, Runner, bounded, refused};
 
 fn den(project: &Project, args: &[&str]) -> Output {
     bounded(project.den(Runner::User, args))
@@ -245,7 +243,7 @@ fn den_alone_lists_the_commands_in_file_order_with_descriptions() {
     );
     for args in [&[][..], &["list"]] {
         let output = den(&project, args);
-        assert_eq!(common::success(&output), expected, "den {args:?}");
+        assert_eq!(harness::success(&output), expected, "den {args:?}");
     }
 }
 
@@ -296,7 +294,7 @@ fn unknown_container_lists_the_containers() {
 #[test]
 fn arguments_to_a_command_that_accepts_none_are_refused_before_it_runs() {
     let project = Project::new(COMMANDS);
-    common::oci::write_busybox(&project.root.join("image"));
+    harness::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
     refused(
         &den(&project, &["run", "sealed", "extra"]),
@@ -307,35 +305,35 @@ fn arguments_to_a_command_that_accepts_none_are_refused_before_it_runs() {
     );
     assert!(!project.root.join("sealed-ran").exists(), "the command ran");
     // Without arguments it runs.
-    common::success(&den(&project, &["run", "sealed"]));
+    harness::success(&den(&project, &["run", "sealed"]));
     assert!(project.root.join("sealed-ran").exists());
 }
 
 #[test]
 fn extra_arguments_are_appended_to_a_list_run() {
     let project = Project::new(COMMANDS);
-    common::oci::write_busybox(&project.root.join("image"));
+    harness::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
     let output = den(&project, &["run", "build", "one", "two words", "-x", ""]);
     assert_eq!(
-        common::success(&output),
+        harness::success(&output),
         "<fixed>\n<one>\n<two words>\n<-x>\n<>\n"
     );
     let output = den(&project, &["run", "build"]);
-    assert_eq!(common::success(&output), "<fixed>\n");
+    assert_eq!(harness::success(&output), "<fixed>\n");
 }
 
 #[test]
 fn extra_arguments_reach_a_string_run_as_positional_parameters() {
     let project = Project::new(COMMANDS);
-    common::oci::write_busybox(&project.root.join("image"));
+    harness::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
     // $0 is the command's name, "$@" the arguments, each kept whole.
     let output = den(&project, &["run", "script", "one", "two words", "--flag"]);
     assert_eq!(
-        common::success(&output),
+        harness::success(&output),
         "<script>\n<one>\n<two words>\n<--flag>\n"
     );
     let output = den(&project, &["run", "script"]);
-    assert_eq!(common::success(&output), "<script>\n");
+    assert_eq!(harness::success(&output), "<script>\n");
 }

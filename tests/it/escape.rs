@@ -3,11 +3,9 @@
 //! a `setup:` step, as the unprivileged test user and as root. Each must
 //! fail with the expected errno, and no marker may appear on the host.
 //!
-//! The attacker is `tests/escape/probe.c`, built static by the test and
+//! The attacker is `tests/it/escape/probe.c`, built static by the test and
 //! run in the busybox image: each of its subcommands tries one thing and
 //! prints `OK` or the errno's name.
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{Project, Runner, oci, refused, runners, success, text};
+use crate::harness::{self, Project, Runner, oci, refused, runners, success, text};
 
 /// Masked paths, and read-only ones (`mount -o remount,rw` is refused
 /// too): none may be unmounted from inside.
@@ -85,7 +83,7 @@ fn probe_binary() -> &'static Path {
             .expect("tempdir")
             .keep();
         let binary = dir.join("probe");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape/probe.c");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/escape/probe.c");
         let output = Command::new("cc")
             .args(["-static", "-O2", "-o"])
             .arg(&binary)
@@ -97,7 +95,7 @@ fn probe_binary() -> &'static Path {
             "building the probe failed:\n{}",
             text(&output.stderr)
         );
-        common::give_to_test_user(&dir);
+        harness::give_to_test_user(&dir);
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod probe dir");
         binary
@@ -283,7 +281,7 @@ impl Scene {
                 Ok(())
             });
         }
-        let output = common::bounded(command);
+        let output = harness::bounded(command);
         drop(home);
         output
     }
@@ -387,10 +385,10 @@ fn the_session_keyring_is_a_new_one() {
         // Control: a program of the same session finds the key (the
         // probe runs as den would, started by `with-session-key`).
         let control = Command::new("setpriv")
-            .args(["--reuid", &common::test_ids().0.to_string()])
+            .args(["--reuid", &harness::test_ids().0.to_string()])
             .args([
                 "--regid",
-                &common::test_ids().1.to_string(),
+                &harness::test_ids().1.to_string(),
                 "--clear-groups",
                 "--",
             ])
@@ -414,7 +412,7 @@ fn the_session_keyring_is_a_new_one() {
                 "den-secret",
             ],
         );
-        let output = common::bounded(inside);
+        let output = harness::bounded(inside);
         assert_eq!(success(&output).trim(), "ENOKEY", "{runner:?}");
     }
 }
@@ -529,22 +527,22 @@ fn the_nested_namespace_still_binds_low_ports_and_pings() {
 fn dens_environment_is_wiped_from_pid_1() {
     // Reading a non-dumpable process's environ takes root of the host:
     // the suite does it from outside, as root, while the container runs.
-    if !common::running_as_root() {
+    if !harness::running_as_root() {
         return;
     }
     let scene = Scene::new();
     for (index, runner) in runners().into_iter().enumerate() {
-        let mark = common::spawned::marker(7 + index as u32);
+        let mark = harness::spawned::marker(7 + index as u32);
         let secret = format!("den-test-token-{mark}");
         let mut command = scene
             .project
             .den(runner, &["exec", "bb", "--", "sleep", &mark]);
         command.env("DEN_TEST_TOKEN", &secret);
-        let den = common::spawned::Spawned::start(command);
+        let den = harness::spawned::Spawned::start(command);
         let mut sleepers = Vec::new();
         assert!(
-            common::spawned::eventually(common::spawned::TIMEOUT, || {
-                sleepers = common::spawned::processes_with_argv(&["sleep", &mark]);
+            harness::spawned::eventually(harness::spawned::TIMEOUT, || {
+                sleepers = harness::spawned::processes_with_argv(&["sleep", &mark]);
                 !sleepers.is_empty()
             }),
             "{runner:?}: the container never started"

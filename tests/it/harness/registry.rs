@@ -1,9 +1,9 @@
 //! Real registries for the pull tests: CNCF distribution (Debian's
-//! `docker-registry`) bound to 127.0.0.1, optionally behind htpasswd
-//! basic auth or a token server run in-process, filled with `skopeo copy`
-//! from OCI layouts written by `common::oci`. Everything is bounded in
-//! time, and every process started here is killed at drop (or at exit,
-//! for the fixtures a test binary shares).
+//! `docker-registry`) bound to 127.0.0.1, over http behind no auth,
+//! htpasswd basic auth or a token server run in-process, or over https,
+//! filled with `skopeo copy` from OCI layouts written by `harness::oci`.
+//! Everything is bounded in time, and every process started here is
+//! killed at drop (or at exit, for the fixtures a test process shares).
 //!
 //! Needs the Debian packages docker-registry, apache2-utils (htpasswd),
 //! skopeo and openssl (`.ci/setup`).
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::oci::{self, Compression, Layer, TarBuilder};
+use super::oci::{self, Compression, Layer, TarBuilder, busybox};
 
 /// The account the basic-auth registries and the token server accept.
 pub const USER: &str = "tester";
@@ -290,6 +290,12 @@ pub enum Auth {
     Token { credentials: bool },
 }
 
+/// The certificate and key a registry serves https with.
+pub struct ServerCert<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
 /// A `docker-registry serve` on 127.0.0.1, killed at drop.
 pub struct Registry {
     child: Option<Child>,
@@ -304,9 +310,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry serving `storage` (several may share one), and
-    /// waits until `/v2/` answers.
+    /// Starts a registry serving `storage` (several may share one) over
+    /// plain http, and waits until `/v2/` answers.
     pub fn start(storage: &Path, auth: Auth) -> Registry {
+        Registry::spawn(storage, auth, None)
+    }
+
+    /// Starts an anonymous registry serving `storage` over https with
+    /// `cert`, and waits until it accepts connections.
+    pub fn start_tls(storage: &Path, cert: ServerCert) -> Registry {
+        Registry::spawn(storage, Auth::Anonymous, Some(cert))
+    }
+
+    fn spawn(storage: &Path, auth: Auth, tls: Option<ServerCert>) -> Registry {
         // Removed at drop, or at exit for a registry a static holds.
         let config_dir = scratch_dir("den-test-registry-config-").keep();
         remove_at_exit(config_dir.clone());
@@ -335,12 +351,20 @@ impl Registry {
                 yaml
             }
         };
+        let tls_yaml = match &tls {
+            Some(ServerCert { cert, key }) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n\
              http:\n  addr: 127.0.0.1:0\n  secret: den-test-secret\n\
-             {auth_yaml}",
+             {tls_yaml}{auth_yaml}",
             storage.display()
         );
         let config_path = config_dir.join("config.yml");
@@ -394,20 +418,44 @@ impl Registry {
                 registry.log()
             ),
         }
+        if tls.is_some() {
+            registry.wait_until_accepting();
+        } else {
+            registry.wait_until_answering();
+        }
+        registry
+    }
+
+    /// Waits until plain-http `/v2/` answers (200, or 401 with auth).
+    fn wait_until_answering(&self) {
         let deadline = Instant::now() + STARTUP;
         loop {
-            match http_get(&registry.addr, "/v2/", &[]) {
-                Ok(response) if response.status == 200 || response.status == 401 => break,
+            match http_get(&self.addr, "/v2/", &[]) {
+                Ok(response) if response.status == 200 || response.status == 401 => return,
                 _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                 other => panic!(
                     "registry at {} does not answer /v2/ ({:?}); log:\n{}",
-                    registry.addr,
+                    self.addr,
                     other.map(|r| r.status),
-                    registry.log()
+                    self.log()
                 ),
             }
         }
-        registry
+    }
+
+    /// Waits until the port accepts connections (an https registry: this
+    /// harness speaks no TLS).
+    fn wait_until_accepting(&self) {
+        let deadline = Instant::now() + STARTUP;
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "registry at {} does not accept connections; log:\n{}",
+                self.addr,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What the registry logged so far.
@@ -574,8 +622,6 @@ pub struct TokenIssuer {
     stop: Arc<AtomicBool>,
     /// Users whose Basic credentials it accepted, one per token.
     pub granted: Arc<Mutex<Vec<String>>>,
-    /// Requests it refused with 401.
-    pub refused: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -593,11 +639,9 @@ impl TokenIssuer {
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let granted = Arc::new(Mutex::new(Vec::new()));
-        let refused = Arc::new(AtomicU64::new(0));
         let thread = {
             let stop = Arc::clone(&stop);
             let granted = Arc::clone(&granted);
-            let refused = Arc::clone(&refused);
             thread::spawn(move || {
                 let serial = AtomicU64::new(0);
                 for stream in listener.incoming() {
@@ -605,15 +649,7 @@ impl TokenIssuer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let _ = serve_token(
-                        stream,
-                        credentials,
-                        &pair,
-                        &rng,
-                        &serial,
-                        &granted,
-                        &refused,
-                    );
+                    let _ = serve_token(stream, credentials, &pair, &rng, &serial, &granted);
                 }
             })
         };
@@ -621,7 +657,6 @@ impl TokenIssuer {
             addr,
             stop,
             granted,
-            refused,
             thread: Some(thread),
         }
     }
@@ -648,7 +683,6 @@ fn serve_token(
     rng: &ring::rand::SystemRandom,
     serial: &AtomicU64,
     granted: &Mutex<Vec<String>>,
-    refused: &AtomicU64,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -687,7 +721,6 @@ fn serve_token(
     let user = match authorization {
         Some(header) if header == expected => USER.to_string(),
         Some(_) => {
-            refused.fetch_add(1, Ordering::SeqCst);
             return respond(
                 &mut stream,
                 "401 Unauthorized",
@@ -695,7 +728,6 @@ fn serve_token(
             );
         }
         None if credentials => {
-            refused.fetch_add(1, Ordering::SeqCst);
             return respond(
                 &mut stream,
                 "401 Unauthorized",
@@ -946,12 +978,6 @@ fn gz(tar: Vec<u8>) -> Layer {
     }
 }
 
-/// The busybox layer (built once per test process).
-pub fn busybox() -> Layer {
-    static TAR: OnceLock<Vec<u8>> = OnceLock::new();
-    gz(TAR.get_or_init(oci::busybox_layer).clone())
-}
-
 /// Layer 2 of `multi`: files layer 3 deletes.
 pub fn doomed_layer() -> Vec<u8> {
     TarBuilder::new()
@@ -1043,7 +1069,7 @@ pub struct Pushed {
     pub diff_ids: Vec<String>,
 }
 
-/// The images every test of a binary shares, pushed once to one storage
+/// The images every test of a process shares, pushed once to one storage
 /// dir served by `registry` (anonymous). More registries (basic, token)
 /// can serve the same storage.
 pub struct Fixtures {

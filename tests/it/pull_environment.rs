@@ -1,21 +1,25 @@
-//! Pulls over TLS, through a proxy and into a full disk, with the real
-//! `den` binary as the test user against real registries on 127.0.0.1.
-
-mod common;
+//! Pulls under the host's conditions, with the real `den` binary as the
+//! test user against real registries on 127.0.0.1: TLS trust
+//! (`SSL_CERT_FILE`, the system store), proxies (`HTTP_PROXY`,
+//! `HTTPS_PROXY`, `NO_PROXY`; loopback always direct), insecure registries
+//! from the settings file, a full disk, and progress with and without a
+//! terminal. `registry_pull` covers what a pull fetches and verifies.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::registry::{self, fixtures};
-use common::{DEN_FAILED, DEN_TIME_LIMIT, Project, Runner, bounded, refused_any_case, text};
+use crate::harness::registry::{self, Registry, ServerCert, fixtures};
+use crate::harness::{
+    self, DEN_FAILED, DEN_TIME_LIMIT, Project, Runner, bounded, refused_any_case, text,
+};
 
 fn project() -> Project {
     Project::new("containers: {}\n")
@@ -39,33 +43,31 @@ fn has_layers(data: &Path, image: &registry::Pushed) -> bool {
         .all(|d| data.join("layers").join(d).join("fs").is_dir())
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 // ---------------------------------------------------------------------------
 // TLS: an openssl CA, a server certificate for 127.0.0.1 and localhost,
 // and docker-registry with `http.tls`, serving the shared fixtures.
 
 struct Pki {
-    dir: PathBuf,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
 
+impl Pki {
+    /// A registry serving `storage` over https with this certificate.
+    fn registry(&self, storage: &Path) -> Registry {
+        let cert = ServerCert {
+            cert: &self.cert,
+            key: &self.key,
+        };
+        Registry::start_tls(storage, cert)
+    }
+}
+
 fn openssl(args: &[&str], dir: &Path) {
     let mut command = Command::new("openssl");
     command.args(args).current_dir(dir);
-    let output = common::run_bounded(command, Duration::from_secs(30));
+    let output = harness::run_bounded(command, Duration::from_secs(30));
     assert!(
         output.status.success(),
         "openssl {args:?}: {}",
@@ -145,72 +147,6 @@ fn pki() -> Pki {
         ca: dir.join("ca.crt"),
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
-        dir,
-    }
-}
-
-/// docker-registry over TLS on 127.0.0.1, killed at drop.
-struct TlsRegistry {
-    child: Child,
-    addr: String,
-}
-
-impl TlsRegistry {
-    fn start(storage: &Path, pki: &Pki) -> TlsRegistry {
-        let config = pki.dir.join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: info\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:0\n  secret: den-test-secret\n  tls:\n    certificate: {}\n    key: {}\n",
-                storage.display(),
-                pki.cert.display(),
-                pki.key.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start docker-registry");
-        let stderr = child.stderr.take().unwrap();
-        let (send, listening) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect();
-                    let _ = send.send(addr);
-                }
-            }
-        });
-        let addr = listening
-            .recv_timeout(Duration::from_secs(20))
-            .expect("docker-registry reports its address");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "TLS registry does not listen");
-            thread::sleep(Duration::from_millis(20));
-        }
-        TlsRegistry { child, addr }
-    }
-}
-
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -218,7 +154,7 @@ impl Drop for TlsRegistry {
 fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
     let fx = fixtures();
     let pki = pki();
-    let tls = TlsRegistry::start(fx.storage(), &pki);
+    let tls = pki.registry(fx.storage());
     let project = project();
     let ca = pki.ca.to_str().unwrap();
 
@@ -229,11 +165,14 @@ fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
         &output,
         &["not trusted", "certificate", "SSL_CERT_FILE", &tls.addr],
     );
-    assert_eq!(names(&project.data.join("images")), Vec::<String>::new());
+    assert_eq!(
+        harness::sorted_names(&project.data.join("images")),
+        Vec::<String>::new()
+    );
 
     // With it, by IP and by name.
     let output = pull(&project, &[("SSL_CERT_FILE", ca)], &["--quiet", &reference]);
-    let stdout = common::success(&output);
+    let stdout = harness::success(&output);
     assert!(
         stdout.starts_with(&format!("pulled {reference} sha256:")),
         "{stdout}"
@@ -243,7 +182,7 @@ fn loopback_tls_registry_is_verified_against_ssl_cert_file() {
     let port = tls.addr.rsplit(':').next().unwrap();
     let by_name = format!("localhost:{port}/{}:latest", fx.zstd.repo);
     let output = pull(&project, &[("SSL_CERT_FILE", ca)], &[&by_name]);
-    let stdout = common::success(&output);
+    let stdout = harness::success(&output);
     assert!(stdout.contains("resolving "), "{stdout}");
     assert!(has_layers(&project.data, &fx.zstd));
 }
@@ -343,7 +282,7 @@ fn non_loopback_registries_go_through_the_proxy_and_loopback_does_not() {
         ("HTTPS_PROXY", dead_url.as_str()),
         ("DEN_INSECURE_REGISTRIES", host.as_str()),
     ];
-    let stdout = common::success(&pull(&project, &env, &[&reference]));
+    let stdout = harness::success(&pull(&project, &env, &[&reference]));
     assert!(
         stdout.contains(&format!("pulled {reference} sha256:")),
         "{stdout}"
@@ -368,7 +307,7 @@ fn non_loopback_registries_go_through_the_proxy_and_loopback_does_not() {
         ("ALL_PROXY", dead_url.as_str()),
     ];
     let direct = format!("{}/{}:latest", fx.registry.addr, fx.zstd.repo);
-    common::success(&pull(&project, &env, &["--quiet", &direct]));
+    harness::success(&pull(&project, &env, &["--quiet", &direct]));
     assert!(has_layers(&project.data, &fx.zstd));
 }
 
@@ -395,7 +334,7 @@ fn insecure_registries_come_from_the_settings_file_too() {
 
     std::fs::write(&settings, format!("insecure-registries:\n  - {host}\n")).unwrap();
     project.hand_over();
-    let stdout = common::success(&pull(&project, &env, &[&reference]));
+    let stdout = harness::success(&pull(&project, &env, &[&reference]));
     assert!(
         stdout.contains(&format!("pulled {reference} sha256:")),
         "{stdout}"
@@ -428,7 +367,7 @@ fn a_full_disk_fails_clearly_and_keeps_nothing() {
          echo \"tmp=$(ls -A \"$D/tmp\" | tr '\\n' ' ')\"; \
          echo \"images=$(ls -A \"$D/images\" 2>/dev/null | tr '\\n' ' ')\"",
         data = project.data.display(),
-        den = common::den_binary().display(),
+        den = harness::den_binary().display(),
     );
     let mut command = in_user_namespace(&script);
     command
@@ -469,7 +408,7 @@ fn a_full_disk_fails_clearly_and_keeps_nothing() {
 /// Runs `command` with the pty as stdin and stderr (and controlling
 /// terminal), stdout piped; returns (status, stdout, terminal transcript).
 fn on_terminal(mut command: Command) -> (std::process::ExitStatus, String, String) {
-    let mut pty = common::pty::Pty::open(40, 120);
+    let mut pty = harness::pty::Pty::open(40, 120);
     pty.attach(&mut command);
     command.env("TERM", "xterm");
     command.stdout(Stdio::piped());
@@ -516,7 +455,7 @@ fn pull_on_a_terminal_draws_bars_on_stderr() {
     // Without a terminal: the plain lines on stdout, nothing on stderr.
     let project = self::project();
     let output = pull(&project, &[], &[&reference]);
-    let stdout = common::success(&output);
+    let stdout = harness::success(&output);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], format!("resolving {reference}"), "{stdout}");
     assert!(lines.iter().any(|l| l.starts_with("fetching ")), "{stdout}");
@@ -539,7 +478,7 @@ fn implicit_pulls_report_on_stderr_and_leave_stdout_to_the_command() {
     // No terminal: plain lines on stderr.
     let project = Project::new(&den_yaml);
     let output = bounded(project.den(Runner::User, &["exec", "c", "--", "echo", "hi"]));
-    assert_eq!(common::success(&output), "hi\n");
+    assert_eq!(harness::success(&output), "hi\n");
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains(&format!("resolving {reference}")),
@@ -568,7 +507,7 @@ fn implicit_pulls_report_on_stderr_and_leave_stdout_to_the_command() {
 fn the_system_store_is_trusted_and_ssl_cert_file_replaces_it() {
     let fx = fixtures();
     let pki = pki();
-    let tls = TlsRegistry::start(fx.storage(), &pki);
+    let tls = pki.registry(fx.storage());
     let project = project();
     let reference = format!("{}/{}:latest", tls.addr, fx.multi.repo);
     let system = "/etc/ssl/certs/ca-certificates.crt";
@@ -581,7 +520,7 @@ fn the_system_store_is_trusted_and_ssl_cert_file_replaces_it() {
         home = project.home.display(),
         ca = pki.ca.display(),
         data = project.data.display(),
-        den = common::den_binary().display(),
+        den = harness::den_binary().display(),
     );
     // A bundle without the test CA, for SSL_CERT_FILE.
     fs::copy(system, project.home.join("none.crt")).unwrap();
@@ -608,8 +547,8 @@ fn the_system_store_is_trusted_and_ssl_cert_file_replaces_it() {
 
 /// `sh -c script` as the test user in a new user+mount namespace.
 fn in_user_namespace(script: &str) -> Command {
-    let mut command = if common::running_as_root() {
-        let (uid, gid) = common::test_ids();
+    let mut command = if harness::running_as_root() {
+        let (uid, gid) = harness::test_ids();
         let mut command = Command::new("setpriv");
         command
             .arg(format!("--reuid={uid}"))

@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
@@ -198,11 +199,16 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer], env: &[&str], cmd: 
 
 /// The usual fixture: a busybox image with PATH set.
 pub fn write_busybox(dir: &Path) {
-    let layer = Layer {
-        tar: busybox_layer(),
+    write_layout(dir, "latest", &[busybox()], &["PATH=/bin"], &["sh"]);
+}
+
+/// The busybox layer, gzip (its tar built once per test process).
+pub fn busybox() -> Layer {
+    static TAR: OnceLock<Vec<u8>> = OnceLock::new();
+    Layer {
+        tar: TAR.get_or_init(busybox_layer).clone(),
         compression: Compression::Gzip,
-    };
-    write_layout(dir, "latest", &[layer], &["PATH=/bin"], &["sh"]);
+    }
 }
 
 fn compress(layer: &Layer) -> (Vec<u8>, &'static str) {

@@ -3,15 +3,13 @@
 //! of unshared layers only, `--dry-run`, and gc refusing while a
 //! container runs.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::process::Output;
 
-use common::oci::{self, Compression, Layer, TarBuilder};
-use common::spawned::{Spawned, output_within};
-use common::{DEN_FAILED, Project, Runner, text};
+use crate::harness::oci::{self, Compression, Layer, TarBuilder};
+use crate::harness::spawned::{Spawned, output_within};
+use crate::harness::{self, DEN_FAILED, Project, Runner, text};
 
 /// busybox plus a layer holding `/marker` with `name`.
 fn write_image(dir: &std::path::Path, name: &str) {
@@ -46,7 +44,7 @@ fn den(project: &Project, args: &[&str]) -> Output {
 
 #[track_caller]
 fn ok(output: &Output) -> String {
-    common::success(output)
+    harness::success(output)
 }
 
 fn marker(project: &Project, container: &str) -> String {

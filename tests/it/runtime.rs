@@ -3,21 +3,22 @@
 //! writes, concurrency and isolation. den runs as the unprivileged test
 //! user, and as root too where that makes sense.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::pty::Pty;
-use common::spawned::{
+use crate::harness::pty::Pty;
+use crate::harness::spawned::{
     Spawned, TIMEOUT, eventually, marker, output_within, processes_with_argv, wait_until,
 };
-use common::{Project, Runner, runners, success, test_ids, text};
+use crate::harness::{self, Project, Runner, runners, success, test_ids, text};
+use rustix::fs::inotify;
 use rustix::termios::LocalModes;
 
 const DEN_YAML: &str = "\
@@ -45,7 +46,7 @@ commands:
 /// A project with the busybox fixture image.
 fn project() -> Project {
     let project = Project::new(DEN_YAML);
-    common::oci::write_busybox(&project.root.join("image"));
+    harness::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
     project
 }
@@ -624,12 +625,70 @@ fn run_concurrently(project: &Project, count: usize) {
     });
 }
 
+/// Counts the directories made in one directory, by any process, through
+/// inotify (events for distinct names are never merged). den unpacks each
+/// layer into a directory of its own in the store's `tmp/` before moving
+/// it into `layers/`: in an `oci:` import, these directories are the
+/// unpacks.
+struct DirsMade {
+    inotify: OwnedFd,
+}
+
+impl DirsMade {
+    fn watch(dir: &Path) -> DirsMade {
+        let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .expect("inotify_init1");
+        inotify::add_watch(&inotify, dir, inotify::WatchFlags::CREATE)
+            .unwrap_or_else(|err| panic!("watch {}: {err}", dir.display()));
+        DirsMade { inotify }
+    }
+
+    /// Directories made since the last call.
+    fn count_new(&self) -> usize {
+        let mut buffer = [MaybeUninit::uninit(); 4096];
+        let mut events = inotify::Reader::new(&self.inotify, &mut buffer);
+        let mut made = 0;
+        loop {
+            match events.next() {
+                Ok(event) => {
+                    let flags = event.events();
+                    assert!(
+                        !flags.contains(inotify::ReadFlags::QUEUE_OVERFLOW),
+                        "inotify lost events"
+                    );
+                    if flags.contains(inotify::ReadFlags::CREATE | inotify::ReadFlags::ISDIR) {
+                        made += 1;
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => return made,
+                Err(err) => panic!("read inotify events: {err}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn concurrent_runs_share_one_image_import() {
     let project = project();
     assert!(!project.data.join("layers").exists(), "the store is fresh");
+    // Made here as den makes it (mkdir -p, 0700), so that every unpack in
+    // it is seen.
+    let tmp = project.data.join("tmp");
+    fs::DirBuilder::new().mode(0o700).create(&tmp).unwrap();
+    harness::give_to_test_user(&tmp);
+    let unpacks = DirsMade::watch(&tmp);
     run_concurrently(&project, 2);
+    assert_eq!(
+        unpacks.count_new(),
+        1,
+        "unpacks of the one layer by 2 dens at once"
+    );
     run_concurrently(&project, 10);
+    assert_eq!(
+        unpacks.count_new(),
+        0,
+        "unpacks by 10 dens once it is imported"
+    );
 }
 
 // 8. Isolation
@@ -894,7 +953,7 @@ fn dev_has_the_usual_nodes_and_tmp_is_writable() {
 
 #[test]
 fn root_runs_a_command_and_writes_to_work_as_root() {
-    if !common::running_as_root() {
+    if !harness::running_as_root() {
         return;
     }
     let project = project();

@@ -3,21 +3,19 @@
 //! moves, `den update` moves the pin, a changed `from:` is re-resolved,
 //! and a pinned image in the store runs with the registry gone.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use common::oci::{self, Compression, Layer, TarBuilder};
-use common::registry::{self, Auth, Registry};
-use common::spawned::output_within;
-use common::{Project, Runner};
+use crate::harness::oci::{self, Compression, Layer, TarBuilder};
+use crate::harness::registry::{self, Auth, Registry};
+use crate::harness::spawned::output_within;
+use crate::harness::{self, Project, Runner};
 use serde_json::Value;
 
 fn write_image(dir: &Path, version: &str) {
     let layers = [
-        registry::busybox(),
+        oci::busybox(),
         Layer {
             tar: TarBuilder::new()
                 .file("marker", 0o644, format!("{version}\n").as_bytes())
@@ -34,7 +32,7 @@ fn den(project: &Project, args: &[&str]) -> Output {
 
 #[track_caller]
 fn marker(project: &Project) -> String {
-    common::success(&den(project, &["exec", "app", "--", "cat", "/marker"]))
+    harness::success(&den(project, &["exec", "app", "--", "cat", "/marker"]))
 }
 
 fn lock_text(project: &Project) -> String {
@@ -117,14 +115,14 @@ fn den_lock_pins_tags_until_update() {
     assert_eq!(lock_text(&project), text);
 
     // den update moves it.
-    let updated = common::success(&den(&project, &["update"]));
+    let updated = harness::success(&den(&project, &["update"]));
     assert_eq!(
         updated.trim(),
         format!("app: {} → {}", short(&digest_v1), short(&digest_v2))
     );
     assert_eq!(locked_digest(&project), digest_v2);
     assert_eq!(marker(&project), "v2\n");
-    let again = common::success(&den(&project, &["update", "app"]));
+    let again = harness::success(&den(&project, &["update", "app"]));
     assert!(again.contains("app: up to date"), "{again}");
 
     // A changed from: is resolved again.

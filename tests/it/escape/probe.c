@@ -1,5 +1,5 @@
 /*
- * The attacker inside the container, for tests/escape.rs.
+ * The attacker inside the container, for tests/it/escape.rs.
  *
  * Each subcommand tries one way out of (or into) den's container and
  * prints what the kernel said: `OK` when the attempt worked, else the

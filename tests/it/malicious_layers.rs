@@ -6,15 +6,13 @@
 //! store stays consistent: no image record, nothing in `tmp/`, the bad
 //! layer not kept, and a good image still runs from the same store.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::oci::{self, Compression, Layer, TarBuilder};
-use common::{Project, Runner, bounded, refused, run_bounded, success, text};
+use crate::harness::oci::{self, Compression, Layer, TarBuilder, busybox};
+use crate::harness::{Project, Runner, bounded, refused, run_bounded, success, text};
 
 /// Far more than any refusal here takes; a blob den reads forever or
 /// waits on forever fails the test at this point.
@@ -93,13 +91,6 @@ impl Case {
         assert_eq!(success(&bounded(good)), "still works\n");
         assert_eq!(self.project.image_records().len(), 1);
         stderr
-    }
-}
-
-fn busybox() -> Layer {
-    Layer {
-        tar: oci::busybox_layer(),
-        compression: Compression::Gzip,
     }
 }
 

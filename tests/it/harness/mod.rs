@@ -5,8 +5,6 @@
 //! works rootless for real; `Runner::Root` runs den as root on purpose.
 //! When the suite runs as an ordinary user, that user is the test user.
 
-#![allow(dead_code)] // each test binary uses its own part of the harness
-
 pub mod mirror;
 pub mod oci;
 pub mod pty;
@@ -87,7 +85,7 @@ pub fn den_binary() -> &'static Path {
     BINARY.get_or_init(|| {
         // One copy per build, shared by every test process: a directory
         // named after the build's size and mtime, filled under a temporary
-        // name and renamed, so concurrent test binaries never see half a
+        // name and renamed, so concurrent test processes never see half a
         // copy. The file keeps the name `den` (tests look for it in ps).
         use std::os::unix::fs::MetadataExt;
         let source = Path::new(env!("CARGO_BIN_EXE_den"));

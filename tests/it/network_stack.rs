@@ -1,5 +1,9 @@
-//! den's network stack (`den::net`) against a real container network
-//! namespace.
+//! den's user-mode network stack (`den::net`) driven directly, without
+//! the den binary, against a real container network namespace: TCP
+//! through the gateway (100 MiB each way, 200 connections, shutdown),
+//! UDP, ping, the DNS forwarder, published ports and port specs, and the
+//! throughput benchmark bench/net runs. `container_network` tests the
+//! same stack through den.
 //!
 //! Each test forks a "container": a child that unshares a user and a
 //! network namespace, creates the TUN with [`create_tun`], sends its fd
@@ -817,8 +821,8 @@ fn port_specs_parse() {
 // -------------------------------------------------------------- benchmark
 
 /// Throughput through den's stack and a published port, with iperf3 (run
-/// by bench/net: `cargo test --release --test net -- --ignored net_bench
-/// --nocapture`). Prints one `RESULT` line per path.
+/// by bench/net: `cargo test --release --test it -- --ignored --exact
+/// network_stack::net_bench --nocapture`). Prints one `RESULT` line per path.
 #[test]
 #[ignore = "a benchmark: run by bench/net"]
 fn net_bench() {
@@ -832,7 +836,7 @@ fn net_bench() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("iperf3 (apt-get install iperf3)");
-    thread::sleep(Duration::from_millis(300));
+    wait_for_listener(port).unwrap();
     for (label, reverse) in [("den_out", false), ("den_in", true)] {
         let target = format!("10.0.2.2:{port}");
         bench_through_stack(label, &target, reverse, seconds);
@@ -842,6 +846,33 @@ fn net_bench() {
     report_result("host_loopback", &json, 0.0);
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// Waits until something listens on TCP `port` in this process's network
+/// namespace (an iperf3 server has started). It reads the kernel's socket
+/// tables: a probe connection would count as an iperf3 client.
+fn wait_for_listener(port: u16) -> Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    while !listening_on(port) {
+        ensure!(Instant::now() < deadline, "nothing listens on port {port}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn listening_on(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .into_iter()
+        .any(|table| {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            text.lines().skip(1).any(|socket| {
+                // sl local_address rem_address st ...
+                let fields: Vec<&str> = socket.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&port) && fields[3] == LISTEN
+            })
+        })
 }
 
 fn free_port() -> u16 {
@@ -932,7 +963,7 @@ fn bench_published_port(seconds: u32) {
             .args(["-s", "-p", "5201"])
             .stdout(std::process::Stdio::null())
             .spawn()?;
-        thread::sleep(Duration::from_millis(300));
+        wait_for_listener(5201)?;
         (&*control).write_all(b"R")?;
         let served = serve_sockets(control);
         server.kill()?;

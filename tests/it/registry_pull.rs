@@ -1,9 +1,8 @@
 //! Pulling from real registries (CNCF distribution on 127.0.0.1, filled
 //! with skopeo), through the real `den` binary as the test user: layer
 //! formats, manifests, platforms, credentials and token auth, offline
-//! runs after a pull, corrupt blobs and a killed pull.
-
-mod common;
+//! runs after a pull, corrupt blobs and a killed pull. TLS, proxies, a
+//! full disk and progress output are in `pull_environment`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -11,9 +10,12 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
-use common::sorted_names as names;
-use common::{DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text};
+use crate::harness::registry::{self, Auth, Fixtures, Pushed, Registry, fixtures};
+use crate::harness::sorted_names as names;
+use crate::harness::spawned::{TIMEOUT, eventually};
+use crate::harness::{
+    self, DEN_TIME_LIMIT, Project, Runner, bounded, oci, refused_any_case, success, text,
+};
 
 // ---------------------------------------------------------------------------
 // Running den, always with a deadline.
@@ -151,7 +153,7 @@ fn fixture_registries_authenticate_as_configured() {
             command.arg("--no-creds");
         }
         command.arg(format!("docker://{addr}/multi:latest"));
-        common::run_bounded(command, Duration::from_secs(60))
+        harness::run_bounded(command, Duration::from_secs(60))
     };
     let good = format!("{}:{}", registry::USER, registry::PASSWORD);
     let bad = format!("{}:wrong", registry::USER);
@@ -197,7 +199,7 @@ fn pull_and_run(fx: &Fixtures, image: &Pushed, runner: Runner) {
 
 #[test]
 fn multi_layer_image_with_whiteouts_pulls_and_runs() {
-    for runner in common::runners() {
+    for runner in harness::runners() {
         pull_and_run(fixtures(), &fixtures().multi, runner);
     }
 }
@@ -305,7 +307,7 @@ fn den_lock_pins_a_moved_tag_until_den_update() {
     let push_version = |version: &str| {
         let layout = work.path().join(version);
         let layers = [
-            registry::busybox(),
+            oci::busybox(),
             oci::Layer {
                 tar: oci::TarBuilder::new()
                     .file("version", 0o644, format!("{version}\n").as_bytes())
@@ -607,7 +609,9 @@ fn killed_pull_resumes_and_leaves_tmp_empty() {
         assert!(Instant::now() < deadline, "the proxy never stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The kill must leave den's partial layer behind for the rerun to clear.
+    let partial = eventually(TIMEOUT, || !names(&project.data.join("tmp")).is_empty());
+    assert!(partial, "den keeps no partial layer in tmp/ while fetching");
     assert_eq!(
         image_records(&project.data),
         Vec::<String>::new(),

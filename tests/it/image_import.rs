@@ -1,20 +1,20 @@
-//! Images end to end, through the real `den` binary as the test user:
-//! what a container sees of an OCI image (whiteouts, compression, links,
-//! modes, mtimes, tags, archives), refusal of malicious and corrupt layers
-//! without touching the host or recording anything, concurrent imports,
-//! the fast path for unchanged sources, and the errors for bad sources.
-
-mod common;
+//! Importing `oci:` images end to end, through the real `den` binary as
+//! the test user: what a container sees of an OCI image (whiteouts,
+//! compression, links, modes, mtimes, tags, archives), refusal of
+//! malicious and corrupt layers without touching the host or recording
+//! anything, concurrent imports, the fast path for unchanged sources, and
+//! the errors for bad sources.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use common::oci::{self, Compression, Layer, TarBuilder, blob_path, manifest, read_json};
-use common::{Project, Runner, bounded, give_to_test_user, refused, success, text};
+use crate::harness::oci::{
+    self, Compression, Layer, TarBuilder, blob_path, busybox, manifest, read_json,
+};
+use crate::harness::{Project, Runner, bounded, give_to_test_user, refused, success, text};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -35,15 +35,6 @@ fn sh(project: &Project, container: &str, script: &str) -> Output {
 
 fn layer(tar: Vec<u8>, compression: Compression) -> Layer {
     Layer { tar, compression }
-}
-
-/// The busybox layer (built once per test process).
-fn busybox() -> Layer {
-    static TAR: OnceLock<Vec<u8>> = OnceLock::new();
-    layer(
-        TAR.get_or_init(oci::busybox_layer).clone(),
-        Compression::Gzip,
-    )
 }
 
 /// A project whose den.yaml has these containers, as (name, `from:`).

@@ -126,11 +126,6 @@ impl Mirror {
         self.state.tampers.lock().unwrap().push(tamper);
     }
 
-    /// Tells the truth again.
-    pub fn stop_tampering(&self) {
-        self.state.tampers.lock().unwrap().clear();
-    }
-
     /// Paths (as requested, such as `/debian/pool/…`) answered in full.
     pub fn requests(&self) -> Vec<String> {
         self.state.served.lock().unwrap().clone()

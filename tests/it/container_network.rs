@@ -5,9 +5,8 @@
 //! forwarder, moves 100 MB each way intact, holds 200 connections at
 //! once; published TCP ports reach a server in the container; with the
 //! gateway off (the default) or `network: none`, nothing is reached. The
-//! stack's own tests (UDP echo, published UDP ports) are in tests/net.rs.
-
-mod common;
+//! stack's own tests (UDP echo, published UDP ports) are in
+//! `network_stack`, which drives it without den.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,9 +14,9 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::oci;
-use common::spawned::Spawned;
-use common::{Project, Runner, bounded, success, text};
+use crate::harness::oci;
+use crate::harness::spawned::Spawned;
+use crate::harness::{self, Project, Runner, bounded, success, text};
 use sha2::{Digest, Sha256};
 
 const BLOB_SIZE: usize = 100 << 20;
@@ -285,5 +284,5 @@ fn a_published_port_reaches_a_server_in_the_container() {
         Runner::User,
         &["exec", "-p", &format!("{port}:80"), "bb", "--", "true"],
     ));
-    common::refused(&clash, &[&format!("port {port} is already in use")]);
+    harness::refused(&clash, &[&format!("port {port} is already in use")]);
 }

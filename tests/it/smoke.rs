@@ -1,8 +1,6 @@
 //! The basic path: den runs a project's command rootless and returns its status.
 
-mod common;
-
-use common::{Project, Runner, runners, success};
+use crate::harness::{self, Project, Runner, runners, success};
 
 const DEN_YAML: &str = "\
 containers:
@@ -18,7 +16,7 @@ commands:
 #[test]
 fn runs_a_command_as_each_runner() {
     let project = Project::new(DEN_YAML);
-    common::oci::write_busybox(&project.root.join("image"));
+    harness::oci::write_busybox(&project.root.join("image"));
     project.hand_over();
     for runner in runners() {
         let output = project.run(runner, &["run", "hello"]);

@@ -7,7 +7,7 @@
 //!   records the package set; with den.lock and the layer present a second
 //!   run uses no network at all (a dead proxy changes nothing, while
 //!   without den.lock it stops den).
-//! - Trust: through a local mirror (`common::mirror`) that lies, a changed
+//! - Trust: through a local mirror (`harness::mirror`) that lies, a changed
 //!   InRelease, a Packages.xz that does not match InRelease and a .deb
 //!   that does not match its index are each refused with den's error
 //!   (exit 125) before dpkg runs, leaving no layer and no den.lock.
@@ -22,8 +22,6 @@
 //!
 //! A bootstrap takes 30-60 s here (mostly dpkg), so there are few.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -34,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::mirror::{Mirror, Tamper};
-use common::{Project, Runner, refused, run_bounded, running_as_root, success, text};
+use crate::harness::mirror::{Mirror, Tamper};
+use crate::harness::{self, Project, Runner, refused, run_bounded, running_as_root, success, text};
 use serde_json::Value;
 
 /// Any single den call; a bootstrap with an install step can take minutes
@@ -153,7 +151,7 @@ fn fetching(stderr: &str) -> Option<(usize, usize)> {
 fn user_dir(temp: &tempfile::TempDir, name: &str) -> PathBuf {
     let dir = temp.path().join(name);
     fs::create_dir(&dir).unwrap();
-    common::give_to_test_user(&dir);
+    harness::give_to_test_user(&dir);
     dir
 }
 
@@ -610,6 +608,12 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// The program name (`comm`) of process `pid`, if it still runs.
+fn program_of(pid: u32) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -673,11 +677,17 @@ fn an_interrupted_bootstrap_resumes() {
     let mut command = project.den(Runner::User, &["run", "pkgs"]);
     command.env("DEN_DATA_DIR", &data);
     let mut third = Background::start(command);
+    let den_pid = third.child.id();
     third.wait_for("dpkg", LIMIT, |stderr| {
         stderr.contains("; configuring them with dpkg")
     });
-    thread::sleep(Duration::from_secs(2));
-    let container = descendants(third.child.id());
+    // den announces dpkg before starting the container: wait for dpkg itself.
+    third.wait_for("dpkg running in the container", LIMIT, |_| {
+        descendants(den_pid)
+            .into_iter()
+            .any(|pid| program_of(pid).as_deref() == Some("dpkg"))
+    });
+    let container = descendants(den_pid);
     assert!(
         !container.is_empty(),
         "no container processes while dpkg runs"
