@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, Result};
+use directories::BaseDirs;
 
 use crate::config::settings::{self, Settings};
 use crate::image::{self, Proxies, Store};
@@ -81,13 +82,7 @@ impl Context {
         if let Some(store) = self.store.get() {
             return Ok(store);
         }
-        let root = match &self.env.data_dir {
-            Some(dir) => dir.clone(),
-            None => directories::BaseDirs::new()
-                .context("cannot find your home directory to keep images in; set DEN_DATA_DIR")?
-                .data_dir()
-                .join("den"),
-        };
+        let root = den_dir(&self.env.data_dir, "DEN_DATA_DIR", BaseDirs::data_dir)?;
         let store = Store::open(root, self.store_environment())?;
         Ok(self.store.get_or_init(|| store))
     }
@@ -122,14 +117,20 @@ impl Context {
 
     /// The user's cache: `$DEN_CACHE_DIR`, else `~/.cache/den`.
     pub fn cache(&self) -> Result<Cache> {
-        let root = match &self.env.cache_dir {
-            Some(dir) => dir.clone(),
-            None => directories::BaseDirs::new()
-                .context("cannot find the home directory for den's cache; set DEN_CACHE_DIR")?
-                .cache_dir()
-                .join("den"),
-        };
+        let root = den_dir(&self.env.cache_dir, "DEN_CACHE_DIR", BaseDirs::cache_dir)?;
         Ok(Cache { root })
+    }
+}
+
+/// `set` (from `variable`), else `den` in the user's XDG directory `base`.
+fn den_dir(set: &Option<PathBuf>, variable: &str, base: fn(&BaseDirs) -> &Path) -> Result<PathBuf> {
+    match set {
+        Some(dir) => Ok(dir.clone()),
+        None => {
+            let dirs = BaseDirs::new()
+                .with_context(|| format!("cannot find your home directory; set {variable}"))?;
+            Ok(base(&dirs).join("den"))
+        }
     }
 }
 
